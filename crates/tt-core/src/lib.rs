@@ -1,0 +1,4 @@
+//! Tensor-Train (TT) tensors and algorithms.
+
+pub mod error;
+pub use error::{Error, Result};

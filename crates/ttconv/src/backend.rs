@@ -1,0 +1,213 @@
+//! The `Backend` trait: the primitives a TT convolution is made of, and their backward passes.
+//!
+//! Activations live in the backend's [`Backend::Tensor`] (host memory for the CPU, device memory
+//! for CUDA), always f32, laid out like PyTorch: `(batch, channels, D_1, ..., D_d)`, row-major.
+//! Weights are uploaded once into [`Backend::Weights`] (a backend may transpose or pack them
+//! there) and reused by every call.
+//!
+//! Notation used below: `x` is an input activation, `gy` the gradient of a scalar loss with
+//! respect to a primitive's output, `D` the spatial positions. Spatial axes are numbered from 0
+//! (axis `j` of the activation is array axis `j + 2`).
+//!
+//! The factorized forward (DESIGN.md section 4) is the default method
+//! [`Backend::factorized_forward`], which chains the primitives; a backend may override it with a
+//! fused version as long as the result is the same.
+
+use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD};
+
+use crate::error::Result;
+use crate::geometry::AxisGeometry;
+
+/// The weights of a factorized TT convolution, prepared for one backend.
+///
+/// For a layer of order `d` with TT ranks `(1, r_1, ..., r_{d+1}, 1)`:
+/// `first` is `G_0` as a matrix `(in, r_1)`, `spatial[j]` is `G_{j+1}` of shape
+/// `(r_{j+1}, k_j, r_{j+2})`, `last` is `G_{d+1}` as a matrix `(r_{d+1}, out)`, and `bias` is
+/// `(out,)`.
+#[derive(Debug)]
+pub struct FactorizedWeights<B: Backend + ?Sized> {
+    /// `G_0` reshaped to `(in, r_1)`.
+    pub first: B::Weights,
+    /// `G_1 .. G_d`, each `(r_j, k_j, r_{j+1})`.
+    pub spatial: Vec<B::Weights>,
+    /// `G_{d+1}` reshaped to `(r_{d+1}, out)`.
+    pub last: B::Weights,
+    /// The bias `(out,)`, if the layer has one.
+    pub bias: Option<B::Weights>,
+}
+
+/// The activations a factorized forward keeps for its backward pass.
+///
+/// `stages[0]` is the input `x`, `stages[1]` = `z_0` (after the channel contraction),
+/// `stages[j + 2]` = `z_{j+1}` (after the 1-D convolution along spatial axis `j`); the output `y`
+/// is returned separately and not kept.
+#[derive(Debug)]
+pub struct FactorizedActivations<T> {
+    /// Input, then every intermediate of the chain, in order.
+    pub stages: Vec<T>,
+}
+
+/// A compute backend for TT convolutions.
+///
+/// Every method validates nothing the layer has already validated (shapes are consistent by
+/// construction in [`crate::TtConv`]); a backend returns an error only for its own failures (out of
+/// memory, a device error, ...).
+pub trait Backend: Send + Sync {
+    /// An f32 activation tensor `(batch, channels, D_1..D_d)` resident on the backend.
+    type Tensor: Send + Sync;
+    /// An f32 weight array resident on the backend, in whatever layout the backend prefers.
+    type Weights: Send + Sync + std::fmt::Debug;
+
+    /// A short name for messages and reports (`"cpu"`, `"cuda:0"`).
+    fn name(&self) -> String;
+
+    /// Copies a host array into a backend tensor (row-major, any input strides accepted).
+    fn upload(&self, x: ArrayViewD<'_, f32>) -> Result<Self::Tensor>;
+    /// Copies a backend tensor back to the host.
+    fn download(&self, x: &Self::Tensor) -> Result<ArrayD<f32>>;
+    /// The shape of a backend tensor.
+    fn shape(&self, x: &Self::Tensor) -> Vec<usize>;
+
+    /// Uploads (and possibly repacks) a weight array once; its logical shape is kept.
+    fn upload_weights(&self, w: ArrayViewD<'_, f32>) -> Result<Self::Weights>;
+
+    /// Channel contraction (a 1x1 convolution):
+    /// `y[b, o, D] = sum_c w[c, o] * x[b, c, D] + bias[o]`, with `w` of shape `(c_in, c_out)`
+    /// and `bias` of shape `(c_out,)`.
+    fn contract_channels(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Weights,
+        bias: Option<&Self::Weights>,
+    ) -> Result<Self::Tensor>;
+
+    /// 1-D convolution along spatial axis `axis` only, mixing channels:
+    /// `y[b, s, .., p, ..] = sum_{a, t} core[a, t, s] * x[b, a, .., p * stride + t * dilation - pad_before, ..]`
+    /// (zero outside the input), `core` of shape `(r_in, k, r_out)`; the other spatial axes are
+    /// untouched. Output length along `axis` per [`AxisGeometry::output_len`].
+    fn conv_along(
+        &self,
+        x: &Self::Tensor,
+        axis: usize,
+        core: &Self::Weights,
+        geometry: AxisGeometry,
+    ) -> Result<Self::Tensor>;
+
+    /// Dense N-D convolution (PyTorch's cross-correlation) with `kernel` of shape
+    /// `(out, in, k_1..k_d)`:
+    /// `y[b, o, p] = bias[o] + sum_{c, t} kernel[o, c, t] * x[b, c, p * stride + t * dilation - pad_before]`.
+    fn conv_dense(
+        &self,
+        x: &Self::Tensor,
+        kernel: &Self::Weights,
+        bias: Option<&Self::Weights>,
+        geometry: &[AxisGeometry],
+    ) -> Result<Self::Tensor>;
+
+    /// Input gradient of [`Self::contract_channels`]: `gx[b, c, D] = sum_o w[c, o] * gy[b, o, D]`.
+    fn contract_channels_grad_input(
+        &self,
+        gy: &Self::Tensor,
+        w: &Self::Weights,
+    ) -> Result<Self::Tensor>;
+
+    /// Weight gradient of [`Self::contract_channels`]:
+    /// `gw[c, o] = sum_{b, D} x[b, c, D] * gy[b, o, D]`, shape `(c_in, c_out)`.
+    fn contract_channels_grad_weight(
+        &self,
+        x: &Self::Tensor,
+        gy: &Self::Tensor,
+    ) -> Result<Array2<f32>>;
+
+    /// Input gradient of [`Self::conv_along`] (a transposed 1-D convolution along `axis`):
+    /// `gx[b, a, .., i, ..] = sum_{s, t, p : p * stride + t * dilation - pad_before = i} core[a, t, s] * gy[b, s, .., p, ..]`,
+    /// with `input_len` the length of `x` along `axis` (not recoverable from `gy` when
+    /// `stride > 1`).
+    fn conv_along_grad_input(
+        &self,
+        gy: &Self::Tensor,
+        axis: usize,
+        core: &Self::Weights,
+        geometry: AxisGeometry,
+        input_len: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// Core gradient of [`Self::conv_along`]:
+    /// `gcore[a, t, s] = sum_{b, p, other D} x[b, a, .., p * stride + t * dilation - pad_before, ..] * gy[b, s, .., p, ..]`,
+    /// shape `(r_in, kernel, r_out)`.
+    fn conv_along_grad_weight(
+        &self,
+        x: &Self::Tensor,
+        gy: &Self::Tensor,
+        axis: usize,
+        kernel: usize,
+        geometry: AxisGeometry,
+    ) -> Result<Array3<f32>>;
+
+    /// Input gradient of [`Self::conv_dense`], with `input_spatial` the spatial shape of `x`.
+    fn conv_dense_grad_input(
+        &self,
+        gy: &Self::Tensor,
+        kernel: &Self::Weights,
+        geometry: &[AxisGeometry],
+        input_spatial: &[usize],
+    ) -> Result<Self::Tensor>;
+
+    /// Kernel gradient of [`Self::conv_dense`]:
+    /// `gk[o, c, t] = sum_{b, p} x[b, c, p * stride + t * dilation - pad_before] * gy[b, o, p]`,
+    /// shape `(out, in, k_1..k_d)` with `kernel_size = (k_1..k_d)`.
+    fn conv_dense_grad_weight(
+        &self,
+        x: &Self::Tensor,
+        gy: &Self::Tensor,
+        kernel_size: &[usize],
+        geometry: &[AxisGeometry],
+    ) -> Result<ArrayD<f32>>;
+
+    /// Bias gradient: `gb[o] = sum_{b, D} gy[b, o, D]`.
+    fn bias_grad(&self, gy: &Self::Tensor) -> Result<Array1<f32>>;
+
+    /// The factorized forward of DESIGN.md section 4: contract channels `in -> r_1`, one 1-D
+    /// convolution per spatial axis `r_j -> r_{j+1}`, contract `r_{d+1} -> out` and add the bias.
+    ///
+    /// The default chains the primitives and materialises every intermediate; a backend may
+    /// override it with a fused version giving the same result.
+    fn factorized_forward(
+        &self,
+        x: &Self::Tensor,
+        weights: &FactorizedWeights<Self>,
+        geometry: &[AxisGeometry],
+    ) -> Result<Self::Tensor> {
+        let mut z = self.contract_channels(x, &weights.first, None)?;
+        for (axis, (core, g)) in weights.spatial.iter().zip(geometry).enumerate() {
+            z = self.conv_along(&z, axis, core, *g)?;
+        }
+        self.contract_channels(&z, &weights.last, weights.bias.as_ref())
+    }
+
+    /// The factorized forward that keeps its intermediates for [`crate::TtConv::backward`]:
+    /// returns the output and the activations of [`FactorizedActivations`].
+    ///
+    /// `x` is moved into the returned activations (the backward needs it).
+    fn factorized_forward_train(
+        &self,
+        x: Self::Tensor,
+        weights: &FactorizedWeights<Self>,
+        geometry: &[AxisGeometry],
+    ) -> Result<(Self::Tensor, FactorizedActivations<Self::Tensor>)> {
+        let mut stages = Vec::with_capacity(geometry.len() + 2);
+        let z0 = self.contract_channels(&x, &weights.first, None)?;
+        stages.push(x);
+        stages.push(z0);
+        for (axis, (core, g)) in weights.spatial.iter().zip(geometry).enumerate() {
+            let next = self.conv_along(stages.last().expect("non-empty"), axis, core, *g)?;
+            stages.push(next);
+        }
+        let y = self.contract_channels(
+            stages.last().expect("non-empty"),
+            &weights.last,
+            weights.bias.as_ref(),
+        )?;
+        Ok((y, FactorizedActivations { stages }))
+    }
+}

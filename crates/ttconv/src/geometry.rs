@@ -1,0 +1,97 @@
+//! Per-axis convolution geometry: stride, dilation and (possibly asymmetric) zero padding.
+
+use crate::error::{Error, Result};
+
+/// How a kernel slides along one spatial axis.
+///
+/// Output position `p` reads input positions `p * stride + t * dilation - pad_before` for kernel
+/// taps `t = 0..k`, positions outside `0..input_len` being zero. The output length is
+/// `floor((input_len + pad_before + pad_after - dilation * (k - 1) - 1) / stride) + 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AxisGeometry {
+    /// Step between output positions, >= 1.
+    pub stride: usize,
+    /// Spacing between kernel taps, >= 1.
+    pub dilation: usize,
+    /// Zeros implicitly added before the first input position.
+    pub pad_before: usize,
+    /// Zeros implicitly added after the last input position.
+    pub pad_after: usize,
+}
+
+impl AxisGeometry {
+    /// Stride 1, dilation 1, no padding.
+    pub const UNIT: Self = Self {
+        stride: 1,
+        dilation: 1,
+        pad_before: 0,
+        pad_after: 0,
+    };
+
+    /// The extent `dilation * (kernel - 1) + 1` covered by a kernel of `kernel` taps.
+    pub fn span(&self, kernel: usize) -> usize {
+        self.dilation * (kernel.max(1) - 1) + 1
+    }
+
+    /// Output length for an input of `input_len` and a kernel of `kernel` taps, `None` when the
+    /// dilated kernel does not fit in the padded input (no output position).
+    pub fn output_len(&self, input_len: usize, kernel: usize) -> Option<usize> {
+        let padded = input_len + self.pad_before + self.pad_after;
+        let span = self.span(kernel);
+        if kernel == 0 || self.stride == 0 || span > padded {
+            None
+        } else {
+            Some((padded - span) / self.stride + 1)
+        }
+    }
+
+    /// Like [`Self::output_len`], with a typed error naming spatial mode `mode` on failure.
+    pub fn checked_output_len(&self, mode: usize, input_len: usize, kernel: usize) -> Result<usize> {
+        self.output_len(input_len, kernel)
+            .ok_or(Error::EmptyOutput {
+                mode,
+                input: input_len,
+                pad_before: self.pad_before,
+                pad_after: self.pad_after,
+                kernel,
+                dilation: self.dilation,
+                span: self.span(kernel),
+                padded: input_len + self.pad_before + self.pad_after,
+            })
+    }
+}
+
+/// Output spatial shape of a convolution with per-mode `kernel` sizes and `geometry`.
+pub fn output_spatial(
+    input_spatial: &[usize],
+    kernel: &[usize],
+    geometry: &[AxisGeometry],
+) -> Result<Vec<usize>> {
+    input_spatial
+        .iter()
+        .zip(kernel)
+        .zip(geometry)
+        .enumerate()
+        .map(|(mode, ((&d, &k), g))| g.checked_output_len(mode, d, k))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_len_matches_pytorch_formula() {
+        let g = AxisGeometry {
+            stride: 2,
+            dilation: 2,
+            pad_before: 1,
+            pad_after: 2,
+        };
+        // floor((10 + 3 - 2*2 - 1) / 2) + 1 = 5
+        assert_eq!(g.output_len(10, 3), Some(5));
+        assert_eq!(AxisGeometry::UNIT.output_len(3, 4), None);
+        assert_eq!(AxisGeometry::UNIT.output_len(4, 4), Some(1));
+        assert!(AxisGeometry::UNIT.checked_output_len(1, 2, 3).is_err());
+    }
+}
