@@ -1,4 +1,29 @@
-//! Tensor-Train (TT) tensors and algorithms.
+//! Tensor-Train (TT) tensors and algorithms, TensorLy-compatible.
+//!
+//! - [`TtTensor`]: a tensor of shape `(n_0..n_{N-1})` as cores `G_k (r_k, n_k, r_{k+1})`,
+//!   `r_0 = r_N = 1`; validated construction, dense reconstruction, norm, inner product,
+//!   scaling and addition in TT form.
+//! - [`RankSpec`]: `'same'`, a parameter fraction, a uniform int or an explicit vector, resolved
+//!   exactly like TensorLy's `validate_tt_rank`.
+//! - [`tt_svd`]: TT-SVD by rank (TensorLy's `tensor_train`) or by relative error tolerance.
+//! - [`tt_round`]: TT-rounding of an existing TT, never densifying.
+//!
+//! Decompositions compute in f64 (through `faer`) for f32 and f64 inputs alike.
 
 pub mod error;
+pub mod linalg;
+pub mod rank;
+pub mod round;
+pub mod scalar;
+pub mod tensor;
+pub mod truncation;
+pub mod tt_svd;
+
 pub use error::{Error, Result};
+pub use linalg::SvdMethod;
+pub use rank::{RankOptions, RankSpec, Rounding, cap_ranks};
+pub use round::tt_round;
+pub use scalar::Scalar;
+pub use tensor::TtTensor;
+pub use truncation::{Truncation, TruncationReport};
+pub use tt_svd::tt_svd;

@@ -1,0 +1,74 @@
+//! How a decomposition is truncated, and what it reports back.
+
+use crate::linalg::SvdMethod;
+use crate::rank::{RankOptions, RankSpec};
+
+/// The truncation rule of [`crate::tt_svd`] and [`crate::tt_round`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Truncation {
+    /// Keep ranks resolved from a spec (TensorLy's `tensor_train(tensor, rank)`), each realised
+    /// rank capped at `min(r_k * n_k, prod(n_{k+1..}), requested_{k+1})`.
+    Rank {
+        /// The rank spec.
+        spec: RankSpec,
+        /// Options of the fraction-based resolution.
+        options: RankOptions,
+    },
+    /// Keep, at each step, the smallest rank whose discarded singular values have squared sum at
+    /// most `delta^2`, `delta = rel_error / sqrt(N - 1) * ||T||_F` (Oseledets' delta truncation),
+    /// which guarantees `||T - TT||_F <= rel_error * ||T||_F`; optionally capped by `max_rank`
+    /// (the guarantee then holds only where the cap did not bind: the report says what was
+    /// achieved). Numerically-zero singular values are never kept.
+    Tolerance {
+        /// Relative Frobenius error allowed, finite and >= 0.
+        rel_error: f64,
+        /// Optional cap on every bond rank.
+        max_rank: Option<usize>,
+    },
+}
+
+impl Truncation {
+    /// Truncation by a rank spec with the default resolution options.
+    pub fn rank(spec: RankSpec) -> Self {
+        Truncation::Rank {
+            spec,
+            options: RankOptions::default(),
+        }
+    }
+
+    /// Truncation by a relative error tolerance.
+    pub fn tolerance(rel_error: f64) -> Self {
+        Truncation::Tolerance {
+            rel_error,
+            max_rank: None,
+        }
+    }
+
+    /// Truncation by a relative error tolerance, every rank capped at `max_rank`.
+    pub fn tolerance_capped(rel_error: f64, max_rank: usize) -> Self {
+        Truncation::Tolerance {
+            rel_error,
+            max_rank: Some(max_rank),
+        }
+    }
+}
+
+/// What a TT-SVD or TT-rounding did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TruncationReport {
+    /// The resolved requested ranks (rank truncation only).
+    pub requested_ranks: Option<Vec<usize>>,
+    /// The ranks of the returned TT.
+    pub ranks: Vec<usize>,
+    /// Achieved `||T - TT||_F / ||T||_F`, from the discarded singular values (the projections are
+    /// orthogonal, so the squared errors of the steps add up exactly).
+    pub rel_error: f64,
+    /// Per unfolding step, every singular value computed, non-increasing.
+    pub singular_values: Vec<Vec<f64>>,
+    /// Per step, the squared Frobenius norm discarded.
+    pub discarded: Vec<f64>,
+    /// Per step, the factorisation used.
+    pub methods: Vec<SvdMethod>,
+    /// `||T||_F`.
+    pub norm: f64,
+}
