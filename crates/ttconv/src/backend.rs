@@ -15,6 +15,7 @@
 
 use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD};
 
+use crate::cost::CostConstants;
 use crate::error::Result;
 use crate::geometry::AxisGeometry;
 
@@ -60,6 +61,12 @@ pub trait Backend: Send + Sync {
 
     /// A short name for messages and reports (`"cpu"`, `"cuda:0"`).
     fn name(&self) -> String;
+
+    /// Throughputs used by `Auto` to choose an implementation on this backend (measured
+    /// constants where the backend has them).
+    fn cost_constants(&self) -> CostConstants {
+        CostConstants::default()
+    }
 
     /// Copies a host array into a backend tensor (row-major, any input strides accepted).
     fn upload(&self, x: ArrayViewD<'_, f32>) -> Result<Self::Tensor>;

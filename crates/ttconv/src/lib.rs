@@ -4,12 +4,24 @@
 //! `(in, k_1, .., k_d, out)` and applied either in its cheap factorized form (a channel
 //! contraction, one 1-D convolution per spatial mode, a second contraction) or by reconstructing
 //! the dense kernel. See DESIGN.md section 4 for the exact semantics.
+//!
+//! The layer ([`TtConv`]) never names a backend: it runs on any [`Backend`] (the CPU one lives in
+//! `ttconv-cpu`, the CUDA one in `ttconv-cuda`).
 
 pub mod backend;
+pub mod config;
+pub mod cost;
 pub mod error;
+pub mod forward;
 pub mod geometry;
+pub mod layer;
 pub mod oracle;
 
 pub use backend::{Backend, FactorizedActivations, FactorizedWeights};
+pub use config::{Implementation, Padding, PerMode, TtConvConfig};
+pub use cost::{Cost, CostConstants};
 pub use error::{Error, Result};
+pub use forward::PreparedTtConv;
 pub use geometry::AxisGeometry;
+pub use layer::TtConv;
+pub use tt_core::{RankOptions, RankSpec, Rounding, Truncation, TruncationReport, TtTensor};

@@ -1,0 +1,200 @@
+//! The cost model: multiply-adds and bytes moved by each implementation, and `Auto`'s choice.
+//!
+//! For batch `B`, input spatial `D`, output spatial `D'`, TT ranks `(1, r_1..r_{d+1}, 1)`:
+//! - dense: `B * prod(D') * out * in * prod(k)` multiply-adds;
+//! - factorized: `B * [prod(D) * in * r_1 + sum_j S_j * r_{j+1} * k_j * r_{j+2} + prod(D') * r_{d+1} * out]`
+//!   where `S_j` is the spatial size after spatial mode `j` (modes `<= j` at their output size,
+//!   the others at their input size).
+//!
+//! Bytes (f32) count the input and output once and every intermediate of the factorized chain
+//! twice (written, then read), as an unfused backend moves them.
+
+use crate::config::Implementation;
+use crate::error::Result;
+use crate::geometry::{AxisGeometry, output_spatial};
+
+/// Work and traffic of one forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Cost {
+    /// Multiply-adds.
+    pub macs: u64,
+    /// Bytes read and written in main memory, assuming no fusion.
+    pub bytes: u64,
+}
+
+impl Cost {
+    /// Floating-point operations, `2 * macs`.
+    pub fn flops(&self) -> u64 {
+        2 * self.macs
+    }
+}
+
+/// Throughputs used to turn a [`Cost`] into modelled seconds.
+///
+/// The defaults are typical of a 2-core AVX2 machine; a backend with measured constants can
+/// supply its own through [`crate::Backend`]-side code that calls [`choose_implementation`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CostConstants {
+    /// Sustained multiply-adds per second of the dense convolution, in units of 1e9.
+    pub dense_gmacs: f64,
+    /// Sustained multiply-adds per second of the factorized chain's small GEMMs, in units of 1e9.
+    pub factorized_gmacs: f64,
+    /// Main-memory bandwidth, GB/s.
+    pub bandwidth_gbs: f64,
+}
+
+impl Default for CostConstants {
+    fn default() -> Self {
+        Self {
+            dense_gmacs: 55.0,
+            factorized_gmacs: 35.0,
+            bandwidth_gbs: 15.0,
+        }
+    }
+}
+
+impl CostConstants {
+    /// Modelled seconds of `cost` run by `implementation` (`Factorized` or `Reconstructed`):
+    /// `macs / throughput + bytes / bandwidth`.
+    pub fn seconds(&self, cost: &Cost, implementation: Implementation) -> f64 {
+        let gmacs = match implementation {
+            Implementation::Reconstructed => self.dense_gmacs,
+            _ => self.factorized_gmacs,
+        };
+        cost.macs as f64 / (gmacs * 1e9) + cost.bytes as f64 / (self.bandwidth_gbs * 1e9)
+    }
+}
+
+/// The shapes a cost depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerShape<'a> {
+    /// Batch size.
+    pub batch: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel size per spatial mode.
+    pub kernel_size: &'a [usize],
+    /// TT ranks `(1, r_1..r_{d+1}, 1)`.
+    pub ranks: &'a [usize],
+    /// Input spatial size per mode.
+    pub input_spatial: &'a [usize],
+    /// Geometry per mode.
+    pub geometry: &'a [AxisGeometry],
+}
+
+fn prod(v: &[usize]) -> u64 {
+    v.iter().map(|&x| x as u64).product()
+}
+
+/// Cost of the factorized forward.
+pub fn factorized_cost(s: &LayerShape<'_>) -> Result<Cost> {
+    let out_sp = output_spatial(s.input_spatial, s.kernel_size, s.geometry)?;
+    let b = s.batch as u64;
+    let d = s.kernel_size.len();
+    let r = |i: usize| s.ranks[i] as u64;
+    let mut spatial = s.input_spatial.to_vec();
+    let x = b * s.in_channels as u64 * prod(&spatial);
+    let z0 = b * r(1) * prod(&spatial);
+    let mut macs = z0 * s.in_channels as u64;
+    let mut inter = z0;
+    for j in 0..d {
+        spatial[j] = out_sp[j];
+        let size = prod(&spatial);
+        macs += b * size * r(j + 1) * s.kernel_size[j] as u64 * r(j + 2);
+        inter += b * size * r(j + 2);
+    }
+    let y = b * prod(&out_sp) * s.out_channels as u64;
+    macs += y * r(d + 1);
+    let params: u64 = (0..d + 2)
+        .map(|i| {
+            let n = if i == 0 {
+                s.in_channels
+            } else if i == d + 1 {
+                s.out_channels
+            } else {
+                s.kernel_size[i - 1]
+            };
+            r(i) * n as u64 * r(i + 1)
+        })
+        .sum();
+    Ok(Cost {
+        macs,
+        bytes: 4 * (x + 2 * inter + y + params),
+    })
+}
+
+/// Cost of the reconstructed (dense) forward, kernel already reconstructed.
+pub fn dense_cost(s: &LayerShape<'_>) -> Result<Cost> {
+    let out_sp = output_spatial(s.input_spatial, s.kernel_size, s.geometry)?;
+    let b = s.batch as u64;
+    let (cin, cout) = (s.in_channels as u64, s.out_channels as u64);
+    let y = b * prod(&out_sp) * cout;
+    let x = b * prod(s.input_spatial) * cin;
+    let kernel = cout * cin * prod(s.kernel_size);
+    Ok(Cost {
+        macs: y * cin * prod(s.kernel_size),
+        bytes: 4 * (x + y + kernel),
+    })
+}
+
+/// Cost of `implementation`; `Auto` is resolved first with [`choose_implementation`].
+pub fn cost(
+    s: &LayerShape<'_>,
+    implementation: Implementation,
+    constants: &CostConstants,
+) -> Result<Cost> {
+    match choose_implementation(s, implementation, constants)? {
+        Implementation::Reconstructed => dense_cost(s),
+        _ => factorized_cost(s),
+    }
+}
+
+/// Resolves `Auto` to the implementation with the lower modelled time; others pass through.
+pub fn choose_implementation(
+    s: &LayerShape<'_>,
+    implementation: Implementation,
+    constants: &CostConstants,
+) -> Result<Implementation> {
+    if implementation != Implementation::Auto {
+        return Ok(implementation);
+    }
+    let f = constants.seconds(&factorized_cost(s)?, Implementation::Factorized);
+    let r = constants.seconds(&dense_cost(s)?, Implementation::Reconstructed);
+    Ok(if f <= r {
+        Implementation::Factorized
+    } else {
+        Implementation::Reconstructed
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_formulas_by_hand() {
+        let g = [AxisGeometry {
+            stride: 2,
+            dilation: 1,
+            pad_before: 1,
+            pad_after: 1,
+        }; 2];
+        let s = LayerShape {
+            batch: 2,
+            in_channels: 4,
+            out_channels: 6,
+            kernel_size: &[3, 3],
+            ranks: &[1, 2, 3, 5, 1],
+            input_spatial: &[8, 10],
+            geometry: &g,
+        };
+        // output 4 x 5
+        let f = factorized_cost(&s).unwrap();
+        let expect = 2 * (80 * 4 * 2 + (4 * 10) * 2 * 3 * 3 + (4 * 5) * 3 * 3 * 5 + 20 * 5 * 6);
+        assert_eq!(f.macs, expect as u64);
+        let d = dense_cost(&s).unwrap();
+        assert_eq!(d.macs, (2 * 20 * 6 * 4 * 9) as u64);
+    }
+}

@@ -1,0 +1,128 @@
+//! Forward passes: a layer's weights prepared once for a backend, then run on inputs.
+
+use std::sync::OnceLock;
+
+use ndarray::{ArrayD, ArrayViewD};
+
+use crate::backend::{Backend, FactorizedWeights};
+use crate::config::Implementation;
+use crate::error::Result;
+use crate::layer::TtConv;
+
+/// A layer's weights uploaded to a backend, ready for repeated forward passes.
+///
+/// The factorized weights are uploaded at preparation; the dense kernel (reconstructed once by
+/// [`TtConv::full_weights`]) is uploaded the first time the reconstructed path runs and kept.
+/// The preparation borrows the layer: changing the weights means preparing again.
+#[derive(Debug)]
+pub struct PreparedTtConv<'a, B: Backend> {
+    layer: &'a TtConv,
+    backend: &'a B,
+    factorized: FactorizedWeights<B>,
+    dense_kernel: OnceLock<B::Weights>,
+}
+
+impl TtConv {
+    /// Uploads the layer's weights to `backend` for repeated forward passes.
+    pub fn prepare<'a, B: Backend>(&'a self, backend: &'a B) -> Result<PreparedTtConv<'a, B>> {
+        let (first, spatial, last) = self.factor_matrices();
+        let factorized = FactorizedWeights {
+            first: backend.upload_weights(first.view())?,
+            spatial: spatial
+                .iter()
+                .map(|c| backend.upload_weights(c.view()))
+                .collect::<Result<_>>()?,
+            last: backend.upload_weights(last.view())?,
+            bias: self
+                .bias()
+                .map(|b| backend.upload_weights(b.view().into_dyn()))
+                .transpose()?,
+        };
+        Ok(PreparedTtConv {
+            layer: self,
+            backend,
+            factorized,
+            dense_kernel: OnceLock::new(),
+        })
+    }
+
+    /// Runs the layer on a host input `(batch, in, D_1..D_d)` with its configured
+    /// implementation and returns `(batch, out, D'_1..D'_d)`.
+    ///
+    /// This prepares the weights on every call; keep a [`PreparedTtConv`] to run many inputs.
+    pub fn forward<B: Backend>(&self, backend: &B, x: ArrayViewD<'_, f32>) -> Result<ArrayD<f32>> {
+        self.forward_with(backend, x, self.config().implementation)
+    }
+
+    /// Like [`Self::forward`] with an explicit implementation.
+    pub fn forward_with<B: Backend>(
+        &self,
+        backend: &B,
+        x: ArrayViewD<'_, f32>,
+        implementation: Implementation,
+    ) -> Result<ArrayD<f32>> {
+        self.output_shape(x.shape())?;
+        let prepared = self.prepare(backend)?;
+        let xt = backend.upload(x)?;
+        let y = prepared.forward_with(&xt, implementation)?;
+        backend.download(&y)
+    }
+}
+
+impl<'a, B: Backend> PreparedTtConv<'a, B> {
+    /// The layer this was prepared from.
+    pub fn layer(&self) -> &'a TtConv {
+        self.layer
+    }
+
+    /// The uploaded factorized weights.
+    pub fn factorized_weights(&self) -> &FactorizedWeights<B> {
+        &self.factorized
+    }
+
+    /// The uploaded dense kernel `(out, in, k_1..k_d)`, uploading it on first use.
+    pub fn dense_kernel(&self) -> Result<&B::Weights> {
+        if let Some(w) = self.dense_kernel.get() {
+            return Ok(w);
+        }
+        let w = self
+            .backend
+            .upload_weights(self.layer.full_weights().view())?;
+        Ok(self.dense_kernel.get_or_init(|| w))
+    }
+
+    /// The implementation a forward on `input_shape` runs (`Auto` resolved with the backend's
+    /// cost constants).
+    pub fn implementation_for(
+        &self,
+        input_shape: &[usize],
+        implementation: Implementation,
+    ) -> Result<Implementation> {
+        self.layer.resolve_implementation(
+            input_shape,
+            implementation,
+            &self.backend.cost_constants(),
+        )
+    }
+
+    /// Runs the layer's configured implementation on a backend tensor.
+    pub fn forward(&self, x: &B::Tensor) -> Result<B::Tensor> {
+        self.forward_with(x, self.layer.config().implementation)
+    }
+
+    /// Runs `implementation` on a backend tensor `(batch, in, D_1..D_d)`.
+    pub fn forward_with(&self, x: &B::Tensor, implementation: Implementation) -> Result<B::Tensor> {
+        let shape = self.backend.shape(x);
+        match self.implementation_for(&shape, implementation)? {
+            Implementation::Reconstructed => self.backend.conv_dense(
+                x,
+                self.dense_kernel()?,
+                self.factorized.bias.as_ref(),
+                self.layer.geometry(),
+            ),
+            _ => self
+                .backend
+                .factorized_forward(x, &self.factorized, self.layer.geometry()),
+        }
+    }
+}
