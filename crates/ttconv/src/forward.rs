@@ -75,6 +75,11 @@ impl<'a, B: Backend> PreparedTtConv<'a, B> {
         self.layer
     }
 
+    /// The backend the weights live on.
+    pub fn backend(&self) -> &'a B {
+        self.backend
+    }
+
     /// The uploaded factorized weights.
     pub fn factorized_weights(&self) -> &FactorizedWeights<B> {
         &self.factorized

@@ -9,6 +9,7 @@
 //! `ttconv-cpu`, the CUDA one in `ttconv-cuda`).
 
 pub mod backend;
+pub mod backward;
 pub mod config;
 pub mod cost;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod layer;
 pub mod oracle;
 
 pub use backend::{Backend, FactorizedActivations, FactorizedWeights};
+pub use backward::{Gradients, TrainContext};
 pub use config::{Implementation, Padding, PerMode, TtConvConfig};
 pub use cost::{Cost, CostConstants};
 pub use error::{Error, Result};
