@@ -16,6 +16,7 @@ pub mod error;
 pub mod forward;
 pub mod geometry;
 pub mod layer;
+pub mod optim;
 pub mod oracle;
 
 pub use backend::{Backend, FactorizedActivations, FactorizedWeights};
@@ -26,4 +27,5 @@ pub use error::{Error, Result};
 pub use forward::PreparedTtConv;
 pub use geometry::AxisGeometry;
 pub use layer::TtConv;
+pub use optim::{Adam, Optimizer, Sgd};
 pub use tt_core::{RankOptions, RankSpec, Rounding, Truncation, TruncationReport, TtTensor};
