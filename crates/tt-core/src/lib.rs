@@ -10,6 +10,7 @@
 //!
 //! Decompositions compute in f64 (through `faer`) for f32 and f64 inputs alike.
 
+pub mod array;
 pub mod error;
 pub mod linalg;
 pub mod rank;

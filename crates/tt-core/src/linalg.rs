@@ -142,9 +142,7 @@ fn flip_signs(u: &mut Mat<f64>, v_like: &mut Mat<f64>, r: usize) {
 
 fn thin(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Truncated> {
     let (m, n) = (a.nrows(), a.ncols());
-    let svd = a
-        .thin_svd()
-        .map_err(|_| Error::NoConvergence("thin SVD"))?;
+    let svd = a.thin_svd().map_err(|_| Error::NoConvergence("thin SVD"))?;
     let s: Vec<f64> = svd.S().column_vector().iter().copied().collect();
     let sigma2: Vec<f64> = s.iter().map(|v| v * v).collect();
     let r = choose_rank(&sigma2, rule, m, n);
@@ -297,7 +295,8 @@ mod tests {
         for l in 0..3 {
             for i in 0..m {
                 for j in 0..n {
-                    a[i * n + j] += (((l + 1) * i) as f64 * 0.3).sin() * ((j * (l + 2)) as f64).cos();
+                    a[i * n + j] +=
+                        (((l + 1) * i) as f64 * 0.3).sin() * ((j * (l + 2)) as f64).cos();
                 }
             }
         }

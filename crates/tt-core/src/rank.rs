@@ -238,7 +238,9 @@ mod tests {
             rounding: Rounding::Round,
         };
         assert_eq!(
-            RankSpec::Fraction(0.01).resolve_with(&[4, 3, 3, 4], opts).unwrap(),
+            RankSpec::Fraction(0.01)
+                .resolve_with(&[4, 3, 3, 4], opts)
+                .unwrap(),
             vec![1, 1, 1, 1, 1]
         );
         let r = RankSpec::Same.resolve_with(&[6, 4], opts).unwrap();

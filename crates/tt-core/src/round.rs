@@ -2,6 +2,7 @@
 
 use ndarray::{Array2, Array3};
 
+use crate::array::reshape_owned;
 use crate::error::Result;
 use crate::linalg::{thin_qr, truncated_svd};
 use crate::scalar::Scalar;
@@ -25,21 +26,14 @@ pub(crate) fn right_orthogonalize(mut cores: Vec<Array3<f64>>) -> Vec<Array3<f64
         };
         let (q, r, kk) = thin_qr(&mt, n * rr, rl);
         let q = Array2::from_shape_vec((n * rr, kk), q).expect("Q is (n*rr, k)");
-        cores[k] = q
-            .t()
-            .as_standard_layout()
-            .into_owned()
-            .into_shape_with_order((kk, n, rr))
-            .expect("Q^T reshapes to a core");
+        cores[k] = reshape_owned(q.reversed_axes(), (kk, n, rr));
         let rmat = Array2::from_shape_vec((kk, rl), r).expect("R is (k, rl)");
         let (pl, pn, pr) = cores[k - 1].dim();
         let prev = cores[k - 1]
             .to_shape((pl * pn, pr))
             .expect("contiguous core")
             .dot(&rmat.t());
-        cores[k - 1] = prev
-            .into_shape_with_order((pl, pn, kk))
-            .expect("product reshapes to a core");
+        cores[k - 1] = reshape_owned(prev, (pl, pn, kk));
     }
     cores
 }
@@ -76,9 +70,7 @@ pub fn tt_round<T: Scalar>(
         let carry = Array2::from_shape_vec((t.rank, rr), t.carry).expect("carry is (r, rr)");
         let (nl, nn, nr) = cores[k + 1].dim();
         let next = carry.dot(&cores[k + 1].to_shape((nl, nn * nr)).expect("contiguous"));
-        cores[k + 1] = next
-            .into_shape_with_order((t.rank, nn, nr))
-            .expect("product reshapes to a core");
+        cores[k + 1] = reshape_owned(next, (t.rank, nn, nr));
         report.singular_values.push(t.singular_values);
         report.discarded.push(t.discarded2);
         report.methods.push(t.method);

@@ -5,6 +5,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
+use crate::array::reshape_owned;
 use crate::error::{Error, Result};
 use crate::rank::check_rank_vector;
 use crate::scalar::Scalar;
@@ -181,13 +182,9 @@ impl<T: Scalar> TtTensor<T> {
             let mat = core.to_shape((rl, n * rr)).expect("contiguous reshape");
             let prod = acc.dot(&mat);
             let rows = prod.nrows() * n;
-            acc = prod
-                .into_shape_with_order((rows, rr))
-                .expect("row-major product reshapes");
+            acc = reshape_owned(prod, (rows, rr));
         }
-        Ok(acc
-            .into_shape_with_order(IxDyn(&shape))
-            .expect("element count matches the shape"))
+        Ok(reshape_owned(acc, IxDyn(&shape)))
     }
 
     /// Inner product `<A, B> = sum_i A[i] B[i]` computed in TT form (never densified), in f64:
@@ -207,9 +204,9 @@ impl<T: Scalar> TtTensor<T> {
             let h64 = h.mapv(|v| v.as_f64());
             // t[a, i, d] = sum_b w[a, b] h[b, i, d]
             let t = w.dot(&h64.to_shape((hb, n * hd)).expect("contiguous"));
-            let t = t.into_shape_with_order((ga * n, hd)).expect("contiguous");
+            let t = reshape_owned(t, (ga * n, hd));
             // w'[c, d] = sum_{a, i} g[a, i, c] t[a, i, d]
-            let gm = g64.into_shape_with_order((ga * n, gc)).expect("contiguous");
+            let gm = reshape_owned(g64, (ga * n, gc));
             w = gm.t().dot(&t);
         }
         Ok(w[[0, 0]])

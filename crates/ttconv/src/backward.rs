@@ -15,6 +15,8 @@
 
 use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD, Axis, IxDyn};
 
+use tt_core::array::reshape_owned;
+
 use crate::backend::{Backend, FactorizedActivations};
 use crate::config::Implementation;
 use crate::error::{Error, Result};
@@ -215,19 +217,16 @@ fn project_onto_cores(layer: &TtConv, g_kernel: ArrayViewD<'_, f32>) -> Vec<Arra
         let prev = left.last().expect("non-empty");
         let prod = prev.dot(&c.to_shape((rl, nk * rr)).expect("contiguous"));
         let rows = prod.nrows() * nk;
-        left.push(prod.into_shape_with_order((rows, rr)).expect("reshape"));
+        left.push(reshape_owned(prod, (rows, rr)));
     }
     let mut right = vec![Array2::<f64>::ones((1, 1))];
     for c in cores[1..].iter().rev() {
         let (rl, nk, rr) = c.dim();
         let next = right.last().expect("non-empty");
         // (rl, nk, rr) x (rr, Q) -> (rl, nk * Q)
-        let prod = c
-            .to_shape((rl * nk, rr))
-            .expect("contiguous")
-            .dot(next);
+        let prod = c.to_shape((rl * nk, rr)).expect("contiguous").dot(next);
         let cols = nk * next.ncols();
-        right.push(prod.into_shape_with_order((rl, cols)).expect("reshape"));
+        right.push(reshape_owned(prod, (rl, cols)));
     }
     right.reverse();
     cores
@@ -241,14 +240,10 @@ fn project_onto_cores(layer: &TtConv, g_kernel: ArrayViewD<'_, f32>) -> Vec<Arra
                 .expect("gradient unfolds");
             // (rl, nk * p_right)
             let t = left[k].t().dot(&gm);
-            let t = t
-                .into_shape_with_order((rl * nk, p_right))
-                .expect("reshape");
+            let t = reshape_owned(t, (rl * nk, p_right));
             // (rl * nk, rr)
             let out = t.dot(&right[k].t());
-            out.into_shape_with_order((rl, nk, rr))
-                .expect("reshape")
-                .mapv(|v| v as f32)
+            reshape_owned(out, (rl, nk, rr)).mapv(|v| v as f32)
         })
         .collect()
 }

@@ -60,7 +60,10 @@ impl PerMode {
             PerMode::Each(v) if v.len() == order => Ok(v.clone()),
             PerMode::Each(v) => Err(Error::Config {
                 field,
-                reason: format!("expected {order} values (one per spatial mode), got {}", v.len()),
+                reason: format!(
+                    "expected {order} values (one per spatial mode), got {}",
+                    v.len()
+                ),
             }),
         }
     }
@@ -183,7 +186,11 @@ pub struct TtConvConfig {
 impl TtConvConfig {
     /// A layer `in -> out` with kernel sizes `kernel_size` (one per spatial mode), rank `'same'`,
     /// factorized, stride 1, no padding, dilation 1, no bias.
-    pub fn new(in_channels: usize, out_channels: usize, kernel_size: impl Into<Vec<usize>>) -> Self {
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: impl Into<Vec<usize>>,
+    ) -> Self {
         Self {
             in_channels,
             out_channels,
@@ -291,7 +298,9 @@ impl TtConvConfig {
         if let Some(m) = dilation.iter().position(|&s| s == 0) {
             return Err(zero("dilation", format!("dilation of mode {m}")));
         }
-        let padding = self.padding.resolve(&self.kernel_size, &stride, &dilation)?;
+        let padding = self
+            .padding
+            .resolve(&self.kernel_size, &stride, &dilation)?;
         self.resolved_ranks()?;
         Ok((0..order)
             .map(|m| AxisGeometry {
@@ -348,8 +357,14 @@ mod tests {
         assert_eq!(field(TtConvConfig::new(3, 3, vec![])), "kernel_size");
         assert_eq!(field(TtConvConfig::new(3, 3, vec![3, 0])), "kernel_size");
         assert_eq!(field(TtConvConfig::new(3, 3, vec![3]).stride(0)), "stride");
-        assert_eq!(field(TtConvConfig::new(3, 3, vec![3]).dilation([1, 1])), "dilation");
-        assert_eq!(field(TtConvConfig::new(3, 3, vec![3]).padding([1, 1])), "padding");
+        assert_eq!(
+            field(TtConvConfig::new(3, 3, vec![3]).dilation([1, 1])),
+            "dilation"
+        );
+        assert_eq!(
+            field(TtConvConfig::new(3, 3, vec![3]).padding([1, 1])),
+            "padding"
+        );
         assert_eq!(
             field(TtConvConfig::new(3, 3, vec![3]).rank(RankSpec::Explicit(vec![1, 2, 1]))),
             "rank"

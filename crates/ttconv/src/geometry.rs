@@ -46,7 +46,12 @@ impl AxisGeometry {
     }
 
     /// Like [`Self::output_len`], with a typed error naming spatial mode `mode` on failure.
-    pub fn checked_output_len(&self, mode: usize, input_len: usize, kernel: usize) -> Result<usize> {
+    pub fn checked_output_len(
+        &self,
+        mode: usize,
+        input_len: usize,
+        kernel: usize,
+    ) -> Result<usize> {
         self.output_len(input_len, kernel)
             .ok_or(Error::EmptyOutput {
                 mode,

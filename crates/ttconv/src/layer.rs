@@ -6,9 +6,9 @@ use ndarray::{Array1, Array3, ArrayD, ArrayView1, ArrayViewD, Axis, IxDyn};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
-use tt_core::{RankSpec, TruncationReport, Truncation, TtTensor, tt_svd};
+use tt_core::{RankSpec, Truncation, TruncationReport, TtTensor, tt_svd};
 
-use crate::config::{Implementation, PerMode, Padding, TtConvConfig};
+use crate::config::{Implementation, Padding, PerMode, TtConvConfig};
 use crate::cost::{self, Cost, CostConstants, LayerShape};
 use crate::error::{Error, Result, check_finite};
 use crate::geometry::{AxisGeometry, output_spatial};
@@ -197,7 +197,11 @@ impl TtConv {
             let spec = self.config.rank.clone();
             let options = self.config.rank_options;
             let bias_view = bias.as_ref().map(|b| b.view());
-            self.init_from_tensor(kernel.view(), bias_view, &Truncation::Rank { spec, options })?;
+            self.init_from_tensor(
+                kernel.view(),
+                bias_view,
+                &Truncation::Rank { spec, options },
+            )?;
         } else {
             let ranks = self.config.resolved_ranks()?;
             let tt = random_cores(&shape, &ranks, seed)?;
@@ -438,10 +442,7 @@ impl TtConv {
         let d = self.order();
         let first = cores[0].index_axis(Axis(0), 0).to_owned().into_dyn();
         let last = cores[d + 1].index_axis(Axis(2), 0).to_owned().into_dyn();
-        let spatial = cores[1..=d]
-            .iter()
-            .map(|c| c.clone().into_dyn())
-            .collect();
+        let spatial = cores[1..=d].iter().map(|c| c.clone().into_dyn()).collect();
         (first, spatial, last)
     }
 }

@@ -29,3 +29,8 @@ pub use geometry::AxisGeometry;
 pub use layer::TtConv;
 pub use optim::{Adam, Optimizer, Sgd};
 pub use tt_core::{RankOptions, RankSpec, Rounding, Truncation, TruncationReport, TtTensor};
+
+/// The README's usage example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

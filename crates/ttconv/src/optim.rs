@@ -74,7 +74,10 @@ impl Adam {
 }
 
 /// The layer's parameters and their gradients as flat vectors, checked for matching shapes.
-fn flat_params(layer: &TtConv, grads: &Gradients) -> Result<(Vec<Array3<f32>>, Option<Array1<f32>>)> {
+fn flat_params(
+    layer: &TtConv,
+    grads: &Gradients,
+) -> Result<(Vec<Array3<f32>>, Option<Array1<f32>>)> {
     let cores = layer.tt().cores().to_vec();
     if grads.cores.len() != cores.len()
         || grads
@@ -109,11 +112,18 @@ fn apply(
     let (mut cores, mut bias) = flat_params(layer, grads)?;
     for (i, (c, g)) in cores.iter_mut().zip(&grads.cores).enumerate() {
         let n = c.len();
-        let flat = c.view_mut().into_shape_with_order(n).expect("contiguous core");
+        let flat = c
+            .view_mut()
+            .into_shape_with_order(n)
+            .expect("contiguous core");
         update(i, flat, g.as_slice().expect("contiguous gradient"));
     }
     if let (Some(b), Some(g)) = (bias.as_mut(), grads.bias.as_ref()) {
-        update(cores.len(), b.view_mut(), g.as_slice().expect("contiguous gradient"));
+        update(
+            cores.len(),
+            b.view_mut(),
+            g.as_slice().expect("contiguous gradient"),
+        );
     }
     layer.set_cores(cores)?;
     if let Some(b) = bias {
@@ -138,10 +148,13 @@ impl Optimizer for Sgd {
         let velocity = &mut self.velocity;
         apply(layer, grads, |i, mut p, g| {
             let v = &mut velocity[i];
-            Zip::from(&mut p).and(&mut v[..]).and(g).for_each(|p, v, &g| {
-                *v = mu * *v + g;
-                *p -= lr * *v;
-            });
+            Zip::from(&mut p)
+                .and(&mut v[..])
+                .and(g)
+                .for_each(|p, v, &g| {
+                    *v = mu * *v + g;
+                    *p -= lr * *v;
+                });
         })
     }
 }
@@ -186,12 +199,18 @@ mod tests {
 
     #[test]
     fn both_optimisers_decrease_a_quadratic() {
-        let config = TtConvConfig::new(3, 2, vec![3]).rank(RankSpec::Uniform(2)).bias(true);
+        let config = TtConvConfig::new(3, 2, vec![3])
+            .rank(RankSpec::Uniform(2))
+            .bias(true);
         for which in 0..2 {
             let mut layer = TtConv::new(config.clone()).unwrap();
             layer.set_bias(Array1::from(vec![1.0, -2.0])).unwrap();
             let norm = |l: &TtConv| {
-                l.tt().cores().iter().map(|c| c.iter().map(|v| v * v).sum::<f32>()).sum::<f32>()
+                l.tt()
+                    .cores()
+                    .iter()
+                    .map(|c| c.iter().map(|v| v * v).sum::<f32>())
+                    .sum::<f32>()
                     + l.bias().unwrap().iter().map(|v| v * v).sum::<f32>()
             };
             let start = norm(&layer);

@@ -226,8 +226,12 @@ mod tests {
     fn grads_match_finite_differences_of_the_linear_map() {
         // The convolution is linear in x and in the kernel, so the gradient of sum(y * gy) with
         // respect to one entry equals the change of that sum when the entry moves by one.
-        let x = ArrayD::from_shape_fn(IxDyn(&[2, 2, 5]), |i| (i[0] * 7 + i[1] * 3 + i[2]) as f32 * 0.1);
-        let k = ArrayD::from_shape_fn(IxDyn(&[3, 2, 3]), |i| (i[0] + 2 * i[1]) as f32 * 0.5 - i[2] as f32);
+        let x = ArrayD::from_shape_fn(IxDyn(&[2, 2, 5]), |i| {
+            (i[0] * 7 + i[1] * 3 + i[2]) as f32 * 0.1
+        });
+        let k = ArrayD::from_shape_fn(IxDyn(&[3, 2, 3]), |i| {
+            (i[0] + 2 * i[1]) as f32 * 0.5 - i[2] as f32
+        });
         let g = AxisGeometry {
             stride: 2,
             dilation: 1,
@@ -238,7 +242,10 @@ mod tests {
         let gy = ArrayD::from_shape_fn(y.raw_dim(), |i| (i[0] + i[1] + i[2]) as f32 - 1.5);
         let loss = |x: &ArrayD<f32>, k: &ArrayD<f32>| -> f64 {
             let y = conv_nd(x.view(), k.view(), None, &[g]).unwrap();
-            y.iter().zip(gy.iter()).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum()
+            y.iter()
+                .zip(gy.iter())
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum()
         };
         let (gx, gk, gb) = conv_nd_grads(x.view(), k.view(), gy.view(), &[g]).unwrap();
         let base = loss(&x, &k);

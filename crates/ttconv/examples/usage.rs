@@ -1,0 +1,42 @@
+//! The README's usage example: decompose a dense 3x3 kernel at TT rank 8, run it, print the
+//! compression ratio and the error.
+
+use ndarray::{ArrayD, IxDyn};
+use ttconv::{Implementation, RankSpec, Truncation, TtConv, oracle};
+use ttconv_cpu::CpuBackend;
+
+fn main() -> Result<(), ttconv::Error> {
+    let kernel = ArrayD::from_shape_fn(IxDyn(&[32, 16, 3, 3]), |i| {
+        ((i[0] * 7 + i[1] * 3 + i[2] + 2 * i[3]) % 11) as f32 / 11.0 - 0.5
+    });
+    let (layer, report) = TtConv::from_dense(
+        kernel.view(),
+        None,
+        1,
+        1,
+        1,
+        &Truncation::rank(RankSpec::Uniform(8)),
+    )?;
+    println!(
+        "ranks {:?}, compression {:.1}x, kernel relative error {:.2e}",
+        layer.ranks(),
+        layer.compression_ratio(),
+        report.rel_error,
+    );
+    let cpu = CpuBackend::new();
+    let x = ArrayD::from_shape_fn(IxDyn(&[2, 16, 28, 28]), |i| ((i[2] * i[3]) % 5) as f32);
+    let y = layer.forward_with(&cpu, x.view(), Implementation::Factorized)?;
+    let dense = oracle::conv_nd(x.view(), kernel.view(), None, layer.geometry())?;
+    let num: f32 = y
+        .iter()
+        .zip(dense.iter())
+        .map(|(a, b)| (a - b).powi(2))
+        .sum();
+    let den: f32 = dense.iter().map(|b| b * b).sum();
+    println!(
+        "output {:?}, relative error against the dense layer {:.2e}",
+        y.shape(),
+        (num / den).sqrt()
+    );
+    Ok(())
+}

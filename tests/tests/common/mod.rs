@@ -1,0 +1,150 @@
+//! Shared pieces of the workspace suites: random layer configurations and comparisons.
+#![allow(dead_code)]
+
+use ndarray::{Array1, ArrayD, IxDyn};
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use ttconv::{Padding, RankSpec, TtConv, TtConvConfig, TtTensor, oracle};
+
+/// Elementwise tolerance relative to the largest reference magnitude (see equivalence.rs).
+pub const REL_TOL: f32 = 1e-4;
+
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub batch: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub kernel: Vec<usize>,
+    pub stride: Vec<usize>,
+    pub padding: Vec<(usize, usize)>,
+    pub dilation: Vec<usize>,
+    pub ranks: Vec<usize>,
+    pub spatial: Vec<usize>,
+    pub bias: bool,
+    pub seed: u64,
+}
+
+pub fn mode_strategy(
+    order: usize,
+) -> impl Strategy<Value = (usize, usize, (usize, usize), usize, usize)> {
+    // Higher orders get smaller kernels so the direct oracle stays fast.
+    let (kmax, dmax): (usize, usize) = if order >= 3 { (3, 2) } else { (5, 3) };
+    (
+        1..=kmax,
+        1..=3usize,
+        (0..=3usize, 0..=3usize),
+        1..=dmax,
+        0..=3usize,
+    )
+}
+
+pub fn case_strategy() -> impl Strategy<Value = Case> {
+    (1..=4usize)
+        .prop_flat_map(|order| {
+            (
+                1..=3usize,
+                1..=8usize,
+                1..=8usize,
+                prop::collection::vec(mode_strategy(order), order),
+                prop::collection::vec(1..=6usize, order + 1),
+                any::<bool>(),
+                any::<u64>(),
+            )
+        })
+        .prop_map(|(batch, cin, cout, modes, inner, bias, seed)| {
+            let order = modes.len();
+            let mut kernel = vec![];
+            let mut stride = vec![];
+            let mut padding = vec![];
+            let mut dilation = vec![];
+            let mut spatial = vec![];
+            for (k, s, (pb, pa), dil, extra) in modes {
+                let span = dil * (k - 1) + 1;
+                let min = span.saturating_sub(pb + pa).max(1);
+                let extra = if order >= 3 { extra.min(2) } else { extra * 2 };
+                kernel.push(k);
+                stride.push(s);
+                padding.push((pb, pa));
+                dilation.push(dil);
+                spatial.push(min + extra);
+            }
+            let mut ranks = vec![1];
+            ranks.extend(inner);
+            ranks.push(1);
+            Case {
+                batch,
+                cin,
+                cout,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                ranks,
+                spatial,
+                bias,
+                seed,
+            }
+        })
+}
+
+pub fn random_array(shape: &[usize], rng: &mut StdRng) -> ArrayD<f32> {
+    ArrayD::from_shape_simple_fn(IxDyn(shape), || rng.random::<f32>() * 2.0 - 1.0)
+}
+
+pub fn build(case: &Case) -> (TtConv, ArrayD<f32>) {
+    let config = TtConvConfig::new(case.cin, case.cout, case.kernel.clone())
+        .stride(case.stride.clone())
+        .padding(Padding::Asymmetric(case.padding.clone()))
+        .dilation(case.dilation.clone())
+        .rank(RankSpec::Explicit(case.ranks.clone()))
+        .bias(case.bias);
+    let mut layer = TtConv::new(config).expect("valid configuration");
+    let mut rng = StdRng::seed_from_u64(case.seed);
+    let mut tt_shape = vec![case.cin];
+    tt_shape.extend(&case.kernel);
+    tt_shape.push(case.cout);
+    // Cores ~ U(-1, 1) scaled so the kernel entries are O(1).
+    let cores = tt_shape
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| {
+            let scale = 1.0 / (case.ranks[k] as f32).sqrt();
+            random_array(&[case.ranks[k], n, case.ranks[k + 1]], &mut rng)
+                .mapv(|v| v * scale)
+                .into_dimensionality()
+                .expect("3-D")
+        })
+        .collect();
+    let tt = TtTensor::new(cores).expect("consistent cores");
+    let bias = case
+        .bias
+        .then(|| Array1::from_shape_simple_fn(case.cout, || rng.random::<f32>() - 0.5));
+    layer
+        .init_from_decomposition(tt, bias.as_ref().map(|b| b.view()))
+        .expect("shapes match");
+    let mut xshape = vec![case.batch, case.cin];
+    xshape.extend(&case.spatial);
+    (layer, random_array(&xshape, &mut rng))
+}
+
+pub fn max_abs(a: &ArrayD<f32>) -> f32 {
+    a.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+pub fn max_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter()
+        .zip(b.iter())
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+pub fn oracle_output(layer: &TtConv, x: &ArrayD<f32>) -> ArrayD<f32> {
+    oracle::conv_nd(
+        x.view(),
+        layer.full_weights().view(),
+        layer.bias().map(|b| b.view()),
+        layer.geometry(),
+    )
+    .expect("oracle runs")
+}

@@ -1,0 +1,122 @@
+//! Bad configurations and inputs give typed errors, never a panic.
+
+use ndarray::{Array1, ArrayD, IxDyn};
+use proptest::prelude::*;
+use ttconv::{
+    Error, Implementation, Padding, RankSpec, Truncation, TtConv, TtConvConfig, TtTensor,
+};
+use ttconv_cpu::CpuBackend;
+
+fn layer_2d() -> TtConv {
+    TtConv::new(
+        TtConvConfig::new(3, 4, vec![3, 3])
+            .rank(RankSpec::Uniform(2))
+            .bias(true),
+    )
+    .unwrap()
+}
+
+#[test]
+fn input_shape_errors() {
+    let cpu = CpuBackend::new();
+    let layer = layer_2d();
+    let wrong_rank = ArrayD::<f32>::zeros(IxDyn(&[1, 3, 5]));
+    assert!(matches!(
+        layer.forward(&cpu, wrong_rank.view()),
+        Err(Error::Shape { .. })
+    ));
+    let wrong_channels = ArrayD::<f32>::zeros(IxDyn(&[1, 2, 5, 5]));
+    assert!(matches!(
+        layer.forward(&cpu, wrong_channels.view()),
+        Err(Error::Shape { .. })
+    ));
+    let too_small = ArrayD::<f32>::zeros(IxDyn(&[1, 3, 2, 5]));
+    let err = layer.forward(&cpu, too_small.view()).unwrap_err();
+    assert!(matches!(err, Error::EmptyOutput { mode: 0, .. }), "{err}");
+    assert!(err.to_string().contains("kernel 3"));
+    let empty_batch = ArrayD::<f32>::zeros(IxDyn(&[0, 3, 5, 5]));
+    assert!(layer.forward(&cpu, empty_batch.view()).is_err());
+}
+
+#[test]
+fn weight_errors() {
+    let mut layer = layer_2d();
+    let kernel = ArrayD::<f32>::zeros(IxDyn(&[4, 3, 3, 2]));
+    assert!(matches!(
+        layer.init_from_tensor(kernel.view(), None, &Truncation::rank(RankSpec::Same)),
+        Err(Error::Shape { .. })
+    ));
+    let mut kernel = ArrayD::<f32>::zeros(IxDyn(&[4, 3, 3, 3]));
+    kernel[[0, 0, 0, 0]] = f32::NAN;
+    assert!(
+        layer
+            .init_from_tensor(kernel.view(), None, &Truncation::rank(RankSpec::Same))
+            .is_err()
+    );
+    let wrong_tt = TtTensor::<f32>::random(&[3, 3, 4], &[1, 2, 2, 1], 1.0, 0).unwrap();
+    assert!(matches!(
+        layer.init_from_decomposition(wrong_tt, None),
+        Err(Error::Shape { .. })
+    ));
+    let tt = TtTensor::<f32>::random(&[3, 3, 3, 4], &[1, 2, 2, 2, 1], 1.0, 0).unwrap();
+    let bad_bias = Array1::<f32>::zeros(3);
+    assert!(
+        layer
+            .init_from_decomposition(tt, Some(bad_bias.view()))
+            .is_err()
+    );
+    assert!(layer.transduct(3, 5, 0, 1, 1).is_err());
+    assert!(layer.transduct(0, 0, 0, 1, 1).is_err());
+    assert!(layer.transduct(3, 0, 0, 0, 1).is_err());
+    assert_eq!(
+        layer.order(),
+        2,
+        "a failed transduct leaves the layer as it was"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    /// Any configuration, valid or not, and any input shape: an answer or an error, no panic.
+    #[test]
+    fn random_configurations_never_panic(
+        cin in 0..4usize,
+        cout in 0..4usize,
+        kernel in prop::collection::vec(0..4usize, 0..4),
+        stride in prop::collection::vec(0..3usize, 0..4),
+        dilation in prop::collection::vec(0..3usize, 0..4),
+        padding in prop::collection::vec((0..3usize, 0..3usize), 0..4),
+        same in any::<bool>(),
+        rank in prop_oneof![
+            prop::collection::vec(0..4usize, 0..7).prop_map(RankSpec::Explicit),
+            (0..4usize).prop_map(RankSpec::Uniform),
+            Just(RankSpec::Fraction(-1.0)),
+            Just(RankSpec::Same),
+        ],
+        input in prop::collection::vec(0..6usize, 0..6),
+        implementation in prop_oneof![
+            Just(Implementation::Factorized),
+            Just(Implementation::Reconstructed),
+            Just(Implementation::Auto)
+        ],
+    ) {
+        let config = TtConvConfig::new(cin, cout, kernel)
+            .stride(stride)
+            .dilation(dilation)
+            .padding(if same { Padding::Same } else { Padding::Asymmetric(padding) })
+            .rank(rank)
+            .implementation(implementation);
+        if let Ok(layer) = TtConv::new(config) {
+            let x = ArrayD::<f32>::ones(IxDyn(&input));
+            let cpu = CpuBackend::new();
+            match layer.forward(&cpu, x.view()) {
+                Ok(y) => {
+                    let expected = layer.output_shape(&input).unwrap();
+                    prop_assert_eq!(y.shape(), expected.as_slice());
+                }
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
+}
