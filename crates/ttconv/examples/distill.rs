@@ -87,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if step % (steps / 12).max(1) == 0 || step == steps {
             let loss = mse(&student.forward(&cpu, probe.view())?, &probe_target);
             println!(
-                "step {step:>5}  probe mse {loss:.4e}  ({:.1}% of start)",
+                "step {step:>5}  probe mse {loss:.4e}  ({:.3}% of start)",
                 100.0 * loss / start
             );
         }
