@@ -109,10 +109,11 @@ fn row_major(mat: MatRef<'_, f64>, rows: usize, cols: usize) -> Vec<f64> {
 pub(crate) fn truncated_svd(a: &[f64], m: usize, n: usize, rule: KeepRule) -> Result<Truncated> {
     debug_assert_eq!(a.len(), m * n);
     let mat = MatRef::from_row_major_slice(a, m, n);
-    if m <= n && m >= GRAM_MIN_DIM {
-        if let Some(t) = gram_wide(mat, rule)? {
-            return Ok(t);
-        }
+    if m <= n
+        && m >= GRAM_MIN_DIM
+        && let Some(t) = gram_wide(mat, rule)?
+    {
+        return Ok(t);
     }
     thin(mat, rule)
 }

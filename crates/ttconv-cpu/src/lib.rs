@@ -1,0 +1,408 @@
+//! CPU backend of `ttconv`: [`CpuBackend`] implements [`ttconv::Backend`] with GEMMs on strided
+//! views and rayon tasks.
+//!
+//! - Channel contractions: one GEMM `w^T x_b` per (batch item, block of spatial columns).
+//! - 1-D convolution along an axis: shifted GEMMs, one per kernel tap, directly on strided
+//!   views of the input (no im2col, no padded copy), per (batch item, block of lines).
+//! - Dense N-D convolution: im2col in L2-sized blocks of output positions, then a GEMM.
+//! - Backward passes: the same GEMMs transposed; weight gradients are reduced over a fixed number
+//!   of partial sums added in order, so every result is independent of the thread count.
+//!
+//! Parallelism comes from rayon's global pool (`RAYON_NUM_THREADS`); every GEMM runs on the
+//! task's thread. Activations are `ndarray::ArrayD<f32>` in row-major layout, laid out like
+//! PyTorch: `(batch, channels, D_1, ..., D_d)`.
+//!
+//! The only `unsafe` code is the GEMM wrapper (`gemm.rs`), which hands strided ndarray views
+//! to `faer`.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod check;
+mod contract;
+mod conv_along;
+mod conv_dense;
+mod gemm;
+mod par;
+mod taps;
+mod weights;
+
+use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD};
+use ttconv::geometry::output_spatial;
+use ttconv::{AxisGeometry, Backend, Result};
+
+pub use weights::CpuWeights;
+
+use check::{nd_shape, shape, unflatten};
+
+/// The CPU backend: host tensors (`ndarray::ArrayD<f32>`, row-major) and multi-threaded GEMMs.
+///
+/// Stateless; any number of layers can share one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend {
+    _private: (),
+}
+
+impl CpuBackend {
+    /// A CPU backend using rayon's global thread pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// The spatial axes of `x` other than `axis` must match those of `gy`, and the batch too.
+fn check_along_pair(x: &[usize], gy: &[usize], axis: usize, what: &str) -> Result<()> {
+    let ok = x.len() == gy.len()
+        && x[0] == gy[0]
+        && (2..x.len()).all(|j| j == axis + 2 || x[j] == gy[j]);
+    if ok {
+        Ok(())
+    } else {
+        Err(shape(
+            what,
+            format!("the batch and spatial shape of the input {x:?}, except along axis {axis}"),
+            gy,
+        ))
+    }
+}
+
+/// The `(B, r, A, L, C)` view of an activation of shape `sh` along spatial axis `axis`.
+fn lines(
+    sh: &[usize],
+    axis: usize,
+    len_out: usize,
+    kernel: usize,
+    g: AxisGeometry,
+) -> conv_along::Lines {
+    conv_along::Lines {
+        outer: sh[2..axis + 2].iter().product(),
+        inner: sh[axis + 3..].iter().product(),
+        len_in: sh[axis + 2],
+        len_out,
+        kernel,
+        geometry: g,
+    }
+}
+
+/// Checks that `axis` is a spatial axis of an activation of shape `sh`.
+fn check_axis(sh: &[usize], axis: usize, what: &str) -> Result<()> {
+    if axis + 2 < sh.len() {
+        Ok(())
+    } else {
+        Err(shape(
+            what,
+            format!(
+                "an activation with spatial axis {axis} (at least {} axes)",
+                axis + 3
+            ),
+            sh,
+        ))
+    }
+}
+
+impl Backend for CpuBackend {
+    type Tensor = ArrayD<f32>;
+    type Weights = CpuWeights;
+
+    fn name(&self) -> String {
+        "cpu".to_string()
+    }
+
+    fn upload(&self, x: ArrayViewD<'_, f32>) -> Result<ArrayD<f32>> {
+        Ok(x.as_standard_layout().into_owned())
+    }
+
+    fn download(&self, x: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+        Ok(x.as_standard_layout().into_owned())
+    }
+
+    fn shape(&self, x: &ArrayD<f32>) -> Vec<usize> {
+        x.shape().to_vec()
+    }
+
+    fn upload_weights(&self, w: ArrayViewD<'_, f32>) -> Result<CpuWeights> {
+        Ok(CpuWeights::new(w))
+    }
+
+    /// `y[b, o, D] = sum_c w[c, o] x[b, c, D] + bias[o]`; `x` needs at least the batch and
+    /// channel axes (any number of spatial axes, including none).
+    fn contract_channels(
+        &self,
+        x: &ArrayD<f32>,
+        w: &CpuWeights,
+        bias: Option<&CpuWeights>,
+    ) -> Result<ArrayD<f32>> {
+        let x = check::activation("contract_channels input", x, 0)?;
+        let w = check::matrix("contract_channels weight", w)?;
+        let sh = x.shape();
+        if w.nrows() != sh[1] {
+            return Err(shape(
+                "contract_channels weight",
+                format!("({}, out) to match the input's channels", sh[1]),
+                w.shape(),
+            ));
+        }
+        let bias = bias
+            .map(|b| check::bias("contract_channels bias", b, w.ncols()))
+            .transpose()?;
+        let y = contract::channel_gemm(check::flat(&x)?, w.t(), bias);
+        unflatten(y, &nd_shape(sh[0], w.ncols(), &sh[2..]))
+    }
+
+    fn conv_along(
+        &self,
+        x: &ArrayD<f32>,
+        axis: usize,
+        core: &CpuWeights,
+        geometry: AxisGeometry,
+    ) -> Result<ArrayD<f32>> {
+        let x = check::activation("conv_along input", x, 1)?;
+        let sh = x.shape();
+        check_axis(sh, axis, "conv_along input")?;
+        let core = check::core("conv_along core", core)?;
+        let (r_in, k, r_out) = core.dim();
+        if r_in != sh[1] {
+            return Err(shape(
+                "conv_along core",
+                format!("({}, k, r_out) to match the input's channels", sh[1]),
+                core.shape(),
+            ));
+        }
+        check::geometry(&[geometry])?;
+        let len_out = geometry.checked_output_len(axis, sh[axis + 2], k)?;
+        let lines = lines(sh, axis, len_out, k, geometry);
+        let y = conv_along::forward(check::flat(&x)?, core, lines);
+        let mut full = sh.to_vec();
+        full[1] = r_out;
+        full[axis + 2] = len_out;
+        unflatten(y, &full)
+    }
+
+    /// Dense convolution for any number `d = geometry.len() >= 1` of spatial axes.
+    fn conv_dense(
+        &self,
+        x: &ArrayD<f32>,
+        kernel: &CpuWeights,
+        bias: Option<&CpuWeights>,
+        geometry: &[AxisGeometry],
+    ) -> Result<ArrayD<f32>> {
+        let d = geometry.len();
+        let x = check::activation("conv_dense input", x, 1)?;
+        let sh = x.shape();
+        if sh.len() != d + 2 {
+            return Err(shape(
+                "conv_dense input",
+                format!("(batch, in) then {d} spatial axes, one per geometry entry"),
+                sh,
+            ));
+        }
+        let ks = kernel.shape();
+        if ks.len() != d + 2 || ks[1] != sh[1] {
+            return Err(shape(
+                "conv_dense kernel",
+                format!("(out, {}, k_1..k_{d})", sh[1]),
+                ks,
+            ));
+        }
+        check::geometry(geometry)?;
+        let out_sp = output_spatial(&sh[2..], &ks[2..], geometry)?;
+        let bias = bias
+            .map(|b| check::bias("conv_dense bias", b, ks[0]))
+            .transpose()?;
+        let geo = conv_dense::Dense::new(sh[1], &sh[2..], &out_sp, &ks[2..], geometry);
+        let kmat = kernel_matrix(kernel)?;
+        let y = conv_dense::forward(check::flat(&x)?, kmat, bias, &geo);
+        unflatten(y, &nd_shape(sh[0], ks[0], &out_sp))
+    }
+
+    fn contract_channels_grad_input(
+        &self,
+        gy: &ArrayD<f32>,
+        w: &CpuWeights,
+    ) -> Result<ArrayD<f32>> {
+        let gy = check::activation("contract_channels output gradient", gy, 0)?;
+        let w = check::matrix("contract_channels weight", w)?;
+        let sh = gy.shape();
+        if w.ncols() != sh[1] {
+            return Err(shape(
+                "contract_channels weight",
+                format!("(in, {}) to match the gradient's channels", sh[1]),
+                w.shape(),
+            ));
+        }
+        let gx = contract::channel_gemm(check::flat(&gy)?, w, None);
+        unflatten(gx, &nd_shape(sh[0], w.nrows(), &sh[2..]))
+    }
+
+    fn contract_channels_grad_weight(
+        &self,
+        x: &ArrayD<f32>,
+        gy: &ArrayD<f32>,
+    ) -> Result<Array2<f32>> {
+        let x = check::activation("contract_channels input", x, 0)?;
+        let gy = check::activation("contract_channels output gradient", gy, 0)?;
+        let (xs, gs) = (x.shape(), gy.shape());
+        if xs.len() != gs.len() || xs[0] != gs[0] || xs[2..] != gs[2..] {
+            return Err(shape(
+                "contract_channels output gradient",
+                format!("the batch and spatial shape of the input {xs:?}"),
+                gs,
+            ));
+        }
+        Ok(contract::weight_grad(check::flat(&x)?, check::flat(&gy)?))
+    }
+
+    fn conv_along_grad_input(
+        &self,
+        gy: &ArrayD<f32>,
+        axis: usize,
+        core: &CpuWeights,
+        geometry: AxisGeometry,
+        input_len: usize,
+    ) -> Result<ArrayD<f32>> {
+        let gy = check::activation("conv_along output gradient", gy, 1)?;
+        let sh = gy.shape();
+        check_axis(sh, axis, "conv_along output gradient")?;
+        let core = check::core("conv_along core", core)?;
+        let (r_in, k, r_out) = core.dim();
+        if r_out != sh[1] {
+            return Err(shape(
+                "conv_along core",
+                format!("(r_in, k, {}) to match the gradient's channels", sh[1]),
+                core.shape(),
+            ));
+        }
+        check::geometry(&[geometry])?;
+        let len_out = geometry.checked_output_len(axis, input_len, k)?;
+        if len_out != sh[axis + 2] {
+            return Err(shape(
+                "conv_along output gradient",
+                format!("length {len_out} along axis {axis} (input length {input_len})"),
+                sh,
+            ));
+        }
+        let mut full = sh.to_vec();
+        full[1] = r_in;
+        full[axis + 2] = input_len;
+        let lines = lines(&full, axis, len_out, k, geometry);
+        let gx = conv_along::grad_input(check::flat(&gy)?, core, lines);
+        unflatten(gx, &full)
+    }
+
+    fn conv_along_grad_weight(
+        &self,
+        x: &ArrayD<f32>,
+        gy: &ArrayD<f32>,
+        axis: usize,
+        kernel: usize,
+        geometry: AxisGeometry,
+    ) -> Result<Array3<f32>> {
+        let x = check::activation("conv_along input", x, 1)?;
+        let gy = check::activation("conv_along output gradient", gy, 1)?;
+        let (xs, gs) = (x.shape(), gy.shape());
+        check_axis(xs, axis, "conv_along input")?;
+        check_along_pair(xs, gs, axis, "conv_along output gradient")?;
+        check::geometry(&[geometry])?;
+        let len_out = geometry.checked_output_len(axis, xs[axis + 2], kernel)?;
+        if len_out != gs[axis + 2] {
+            return Err(shape(
+                "conv_along output gradient",
+                format!("length {len_out} along axis {axis}"),
+                gs,
+            ));
+        }
+        let lines = lines(xs, axis, len_out, kernel, geometry);
+        Ok(conv_along::grad_weight(
+            check::flat(&x)?,
+            check::flat(&gy)?,
+            lines,
+        ))
+    }
+
+    fn conv_dense_grad_input(
+        &self,
+        gy: &ArrayD<f32>,
+        kernel: &CpuWeights,
+        geometry: &[AxisGeometry],
+        input_spatial: &[usize],
+    ) -> Result<ArrayD<f32>> {
+        let d = geometry.len();
+        let gy = check::activation("conv_dense output gradient", gy, 1)?;
+        let sh = gy.shape();
+        let ks = kernel.shape();
+        if ks.len() != d + 2 || input_spatial.len() != d || d == 0 {
+            return Err(shape(
+                "conv_dense kernel",
+                format!("(out, in) then {d} kernel sizes, one per geometry entry and input axis"),
+                ks,
+            ));
+        }
+        check::geometry(geometry)?;
+        let out_sp = output_spatial(input_spatial, &ks[2..], geometry)?;
+        let expected = nd_shape(sh[0], ks[0], &out_sp);
+        if sh != expected.as_slice() {
+            return Err(shape(
+                "conv_dense output gradient",
+                format!("{expected:?}"),
+                sh,
+            ));
+        }
+        let geo = conv_dense::Dense::new(ks[1], input_spatial, &out_sp, &ks[2..], geometry);
+        let kmat = kernel_matrix(kernel)?;
+        let gx = conv_dense::grad_input(check::flat(&gy)?, kmat, &geo);
+        unflatten(gx, &nd_shape(sh[0], ks[1], input_spatial))
+    }
+
+    fn conv_dense_grad_weight(
+        &self,
+        x: &ArrayD<f32>,
+        gy: &ArrayD<f32>,
+        kernel_size: &[usize],
+        geometry: &[AxisGeometry],
+    ) -> Result<ArrayD<f32>> {
+        let d = geometry.len();
+        let x = check::activation("conv_dense input", x, 1)?;
+        let gy = check::activation("conv_dense output gradient", gy, 1)?;
+        let (xs, gs) = (x.shape(), gy.shape());
+        if xs.len() != d + 2 || kernel_size.len() != d {
+            return Err(shape(
+                "conv_dense input",
+                format!(
+                    "(batch, in) then {d} spatial axes, one per geometry entry and kernel size"
+                ),
+                xs,
+            ));
+        }
+        check::geometry(geometry)?;
+        let out_sp = output_spatial(&xs[2..], kernel_size, geometry)?;
+        let expected_len = d + 2;
+        if gs.len() != expected_len || gs[0] != xs[0] || gs[2..] != out_sp[..] {
+            return Err(shape(
+                "conv_dense output gradient",
+                format!("({}, out, {out_sp:?})", xs[0]),
+                gs,
+            ));
+        }
+        let geo = conv_dense::Dense::new(xs[1], &xs[2..], &out_sp, kernel_size, geometry);
+        let gk = conv_dense::grad_weight(check::flat(&x)?, check::flat(&gy)?, &geo);
+        let full = nd_shape(gs[1], xs[1], kernel_size);
+        let got = gk.shape().to_vec();
+        gk.into_shape_with_order(ndarray::IxDyn(&full))
+            .map_err(|_| shape("kernel gradient", format!("{full:?}"), &got))
+    }
+
+    fn bias_grad(&self, gy: &ArrayD<f32>) -> Result<Array1<f32>> {
+        let gy = check::activation("bias output gradient", gy, 0)?;
+        Ok(contract::bias_grad(check::flat(&gy)?))
+    }
+}
+
+/// A dense kernel `(out, in, k_1..k_d)` viewed as the matrix `(out, in * prod(k))`.
+fn kernel_matrix(kernel: &CpuWeights) -> Result<ndarray::ArrayView2<'_, f32>> {
+    let ks = kernel.shape();
+    let rows = ks[1..].iter().product::<usize>();
+    kernel
+        .view()
+        .into_shape_with_order((ks[0], rows))
+        .map_err(|_| shape("conv_dense kernel", "a row-major kernel", ks))
+}

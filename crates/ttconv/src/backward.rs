@@ -34,6 +34,9 @@ pub struct Gradients {
     pub bias: Option<Array1<f32>>,
 }
 
+/// The input gradient (when asked for) and the core gradients, before download.
+type InputAndCoreGrads<T> = (Option<T>, Vec<Array3<f32>>);
+
 /// What a training forward keeps for the backward pass.
 #[derive(Debug)]
 pub enum TrainContext<T> {
@@ -144,7 +147,7 @@ impl<B: Backend> PreparedTtConv<'_, B> {
         acts: &FactorizedActivations<B::Tensor>,
         gy: &B::Tensor,
         input_grad: bool,
-    ) -> Result<(Option<B::Tensor>, Vec<Array3<f32>>)> {
+    ) -> Result<InputAndCoreGrads<B::Tensor>> {
         let backend = self.backend();
         let w = self.factorized_weights();
         let geometry = self.layer().geometry();
@@ -176,7 +179,7 @@ impl<B: Backend> PreparedTtConv<'_, B> {
         x: &B::Tensor,
         gy: &B::Tensor,
         input_grad: bool,
-    ) -> Result<(Option<B::Tensor>, Vec<Array3<f32>>)> {
+    ) -> Result<InputAndCoreGrads<B::Tensor>> {
         let backend = self.backend();
         let layer = self.layer();
         let geometry = layer.geometry();

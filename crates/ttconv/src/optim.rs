@@ -73,11 +73,11 @@ impl Adam {
     }
 }
 
+/// A layer's cores and bias.
+type Params = (Vec<Array3<f32>>, Option<Array1<f32>>);
+
 /// The layer's parameters and their gradients as flat vectors, checked for matching shapes.
-fn flat_params(
-    layer: &TtConv,
-    grads: &Gradients,
-) -> Result<(Vec<Array3<f32>>, Option<Array1<f32>>)> {
+fn flat_params(layer: &TtConv, grads: &Gradients) -> Result<Params> {
     let cores = layer.tt().cores().to_vec();
     if grads.cores.len() != cores.len()
         || grads

@@ -58,14 +58,14 @@ fn check_operands(
             got: kernel.shape().to_vec(),
         });
     }
-    if let Some(b) = bias {
-        if b.len() != kernel.shape()[0] {
-            return Err(Error::Shape {
-                what: "oracle bias".into(),
-                expected: format!("({},)", kernel.shape()[0]),
-                got: b.shape().to_vec(),
-            });
-        }
+    if let Some(b) = bias
+        && b.len() != kernel.shape()[0]
+    {
+        return Err(Error::Shape {
+            what: "oracle bias".into(),
+            expected: format!("({},)", kernel.shape()[0]),
+            got: b.shape().to_vec(),
+        });
     }
     Ok(d)
 }
