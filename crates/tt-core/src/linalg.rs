@@ -13,12 +13,29 @@
 //! (= `S_r V_r^T`), so `U_r (U_r^T A)` is the orthogonal projection of `A` and the discarded
 //! energy is exactly `||A||_F^2 - ||U_r^T A||_F^2`.
 
-use faer::{Mat, MatRef, Side};
+use faer::diag::Diag;
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::evd::{ComputeEigenvectors, self_adjoint_evd, self_adjoint_evd_scratch};
+use faer::linalg::matmul::matmul;
+use faer::linalg::svd::{ComputeSvdVectors, svd, svd_scratch};
+use faer::{Accum, Mat, MatRef, Par};
 
 use crate::error::{Error, Result};
 
 /// Smallest `min(m, n)` for which the Gram route is tried.
 pub const GRAM_MIN_DIM: usize = 96;
+
+/// Below this many `m * n * min(m, n)` flops, factorisations run on one thread: on small
+/// unfoldings (a (64,3,3,64) kernel) faer's 2-thread SVD was 1.5-2.5x slower than one thread.
+const PARALLEL_MIN_WORK: usize = 1 << 24;
+
+fn parallelism(m: usize, n: usize) -> Par {
+    if m.saturating_mul(n).saturating_mul(m.min(n)) < PARALLEL_MIN_WORK {
+        Par::Seq
+    } else {
+        faer::get_global_parallelism()
+    }
+}
 
 /// Safety factor between the Gram route's noise floor and the quantities it must resolve.
 const GRAM_MARGIN: f64 = 1e4;
@@ -143,13 +160,36 @@ fn flip_signs(u: &mut Mat<f64>, v_like: &mut Mat<f64>, r: usize) {
 
 fn thin(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Truncated> {
     let (m, n) = (a.nrows(), a.ncols());
-    let svd = a.thin_svd().map_err(|_| Error::NoConvergence("thin SVD"))?;
-    let s: Vec<f64> = svd.S().column_vector().iter().copied().collect();
+    let k = m.min(n);
+    let par = parallelism(m, n);
+    let mut diag = Diag::<f64>::zeros(k);
+    let mut u_full = Mat::<f64>::zeros(m, k);
+    let mut v_full = Mat::<f64>::zeros(n, k);
+    let thin = ComputeSvdVectors::Thin;
+    let mut mem = MemBuffer::new(svd_scratch::<f64>(
+        m,
+        n,
+        thin,
+        thin,
+        par,
+        Default::default(),
+    ));
+    svd(
+        a,
+        diag.as_mut(),
+        Some(u_full.as_mut()),
+        Some(v_full.as_mut()),
+        par,
+        MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .map_err(|_| Error::NoConvergence("thin SVD"))?;
+    let s: Vec<f64> = diag.column_vector().iter().copied().collect();
     let sigma2: Vec<f64> = s.iter().map(|v| v * v).collect();
     let r = choose_rank(&sigma2, rule, m, n);
-    let mut u = svd.U().subcols(0, r).to_owned();
+    let mut u = u_full.subcols(0, r).to_owned();
     // V is (n, k); carry = S_r V_r^T, built from a scaled copy of V_r.
-    let mut v = svd.V().subcols(0, r).to_owned();
+    let mut v = v_full.subcols(0, r).to_owned();
     flip_signs(&mut u, &mut v, r);
     let mut carry = Vec::with_capacity(r * n);
     for i in 0..r {
@@ -170,13 +210,28 @@ fn thin(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Truncated> {
 /// The Gram route for `m <= n`; `None` when its result would not be resolved.
 fn gram_wide(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Option<Truncated>> {
     let (m, n) = (a.nrows(), a.ncols());
-    let gram = a * a.transpose();
-    let eig = gram
-        .self_adjoint_eigen(Side::Lower)
-        .map_err(|_| Error::NoConvergence("Gram eigen-decomposition"))?;
+    let par = parallelism(m, n);
+    let mut gram = Mat::<f64>::zeros(m, m);
+    matmul(gram.as_mut(), Accum::Replace, a, a.transpose(), 1.0, par);
+    let mut eigenvalues = Diag::<f64>::zeros(m);
+    let mut eigenvectors = Mat::<f64>::zeros(m, m);
+    let mut mem = MemBuffer::new(self_adjoint_evd_scratch::<f64>(
+        m,
+        ComputeEigenvectors::Yes,
+        par,
+        Default::default(),
+    ));
+    self_adjoint_evd(
+        gram.as_ref(),
+        eigenvalues.as_mut(),
+        Some(eigenvectors.as_mut()),
+        par,
+        MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .map_err(|_| Error::NoConvergence("Gram eigen-decomposition"))?;
     // Eigenvalues come in non-decreasing order: reverse to non-increasing.
-    let lam: Vec<f64> = eig
-        .S()
+    let lam: Vec<f64> = eigenvalues
         .column_vector()
         .iter()
         .rev()
@@ -203,12 +258,36 @@ fn gram_wide(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Option<Truncated>> {
     for j in 0..r {
         let src = m - 1 - j;
         for i in 0..m {
-            u[(i, j)] = eig.U()[(i, src)];
+            u[(i, j)] = eigenvectors[(i, src)];
         }
     }
     // carry^T = A^T U_r (n x r); its column-major layout is carry in row-major.
-    let mut carry_t = a.transpose() * u.as_ref();
+    let mut carry_t = Mat::<f64>::zeros(n, r);
+    matmul(
+        carry_t.as_mut(),
+        Accum::Replace,
+        a.transpose(),
+        u.as_ref(),
+        1.0,
+        par,
+    );
     flip_signs(&mut u, &mut carry_t, r);
+    // The discarded energy from the eigenvalues is only accurate to ~m * eps * sigma_0^2; the
+    // residual A - U_r C, one more product, gives it to round-off relative to itself.
+    let discarded = if r == m {
+        discarded
+    } else {
+        let mut residual = a.to_owned();
+        matmul(
+            residual.as_mut(),
+            Accum::Add,
+            u.as_ref(),
+            carry_t.transpose(),
+            -1.0,
+            par,
+        );
+        residual.norm_l2().powi(2)
+    };
     let mut carry = Vec::with_capacity(r * n);
     for i in 0..r {
         for j in 0..n {

@@ -3,7 +3,7 @@
 use ndarray::{Array2, Array3};
 
 use crate::array::reshape_owned;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::linalg::{thin_qr, truncated_svd};
 use crate::scalar::Scalar;
 use crate::tensor::TtTensor;
@@ -49,7 +49,18 @@ pub fn tt_round<T: Scalar>(
 ) -> Result<(TtTensor<T>, TruncationReport)> {
     let shape = tt.shape();
     let order = shape.len();
-    let mut cores = right_orthogonalize(tt.cast::<f64>().into_cores());
+    let cores64 = tt.cast::<f64>().into_cores();
+    let mut offset = 0;
+    for core in &cores64 {
+        if let Some(i) = core.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "TT core",
+                index: offset + i,
+            });
+        }
+        offset += core.len();
+    }
+    let mut cores = right_orthogonalize(cores64);
     let norm = cores[0].iter().map(|v| v * v).sum::<f64>().sqrt();
     let rule = StepRule::new(truncation, &shape, norm)?;
     let mut report = TruncationReport {
