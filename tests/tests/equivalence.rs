@@ -32,6 +32,8 @@ proptest! {
         let dense = layer.forward_with(&cpu, x.view(), Implementation::Reconstructed).unwrap();
         prop_assert_eq!(fact.shape(), expect.shape());
         let (ef, ed, efd) = (max_diff(&fact, &expect), max_diff(&dense, &expect), max_diff(&fact, &dense));
+        record_worst("factorized vs oracle", ef / scale);
+        record_worst("reconstructed vs oracle", ed / scale);
         prop_assert!(ef <= REL_TOL * scale, "factorized vs oracle: {} (scale {})", ef, scale);
         prop_assert!(ed <= REL_TOL * scale, "reconstructed vs oracle: {} (scale {})", ed, scale);
         prop_assert!(efd <= REL_TOL * scale, "factorized vs reconstructed: {} (scale {})", efd, scale);

@@ -217,6 +217,7 @@ fn gradients_match_finite_differences_order_3() {
 fn assert_close(name: &str, a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<(), TestCaseError> {
     let scale = max_abs(b).max(1e-3);
     let diff = max_diff(a, b);
+    record_worst(name, diff / scale);
     prop_assert!(
         diff <= REL_TOL * scale,
         "{}: {} (scale {})",

@@ -148,3 +148,17 @@ pub fn oracle_output(layer: &TtConv, x: &ArrayD<f32>) -> ArrayD<f32> {
     )
     .expect("oracle runs")
 }
+
+/// The largest `max|diff| / max|reference|` seen so far in this test binary, per label; printed
+/// when it grows (`cargo test -- --nocapture` shows the worst errors of a run).
+pub fn record_worst(label: &str, ratio: f32) {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    static WORST: Mutex<BTreeMap<String, f32>> = Mutex::new(BTreeMap::new());
+    let mut worst = WORST.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = worst.entry(label.to_string()).or_insert(0.0);
+    if ratio > *entry {
+        *entry = ratio;
+        println!("worst so far: {label} {ratio:.3e}");
+    }
+}
