@@ -1,0 +1,882 @@
+//! GPU benchmark of the default suite (`shared/anchors/README.md`) on the CUDA backend, with the
+//! batch scaled up so that the GPU is busy, plus a CUDA-vs-CPU correctness check per case.
+//!
+//! ```text
+//! cargo run --release -p ttconv-cuda --example gpu_bench -- [--json PATH] [--batch 32]
+//!     [--batch3d 8] [--check-batch 2] [--warmup 10] [--min-repeats 15] [--max-repeats 100]
+//!     [--budget 0.5] [--no-tf32] [--only NAME[,NAME..]] [--tol 1e-4]
+//! ```
+//!
+//! Per case (float32, FP32 GEMMs unless a column says TF32):
+//! - `fact_fwd` / `rec_fwd`: the factorized and the reconstructed (dense im2col + SGEMM) forward
+//!   of a prepared layer on a device-resident input; warm-up runs, then the median of timed runs,
+//!   each run between two `synchronize()` calls, wall clock;
+//! - `fact_fwd_bwd` / `rec_fwd_bwd`: `forward_train` + `backward` with `dL/dy = 1` (the gradient
+//!   of `y.sum()`), input gradient included; the input upload before each run is not timed, the
+//!   download of the input and core gradients (the `backward` API returns host arrays) is;
+//! - `fact_fwd_tf32` / `rec_fwd_tf32`: the forwards with TF32 GEMMs (`with_tf32(true)`);
+//! - the correctness check at `--check-batch` (2): CUDA and CPU backends on the same layer and
+//!   input, `max |cuda - cpu| / max |cpu|` of the forward outputs of both implementations, and of
+//!   the input and core gradients of both backward passes (the largest over the gradients).
+//!
+//! Exit status: 0; 2 when this machine has no usable CUDA (no driver, no device, no NVRTC or
+//! cuBLAS: the message says which); 3 when a forward differs from the CPU by more than `--tol`;
+//! 1 on any other failure (a failing case is recorded in the JSON and the others still run).
+//!
+//! `--cpu` runs the very same program on the CPU backend (device "cpu", no TF32 columns): a
+//! self-test of the measurement, check and JSON code on machines without a GPU.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use ndarray::{ArrayD, IxDyn};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use ttconv::{Backend, Implementation, Padding, RankSpec, TtConv, TtConvConfig};
+use ttconv_cpu::CpuBackend;
+use ttconv_cuda::CudaBackend;
+
+/// What the benchmark needs of a backend beyond [`Backend`]: a barrier for the timer, a
+/// description, and its TF32 variant (if it has one).
+trait Device: Backend + Sized {
+    /// Waits for the work enqueued so far.
+    fn sync(&self) -> ttconv::Result<()>;
+    /// `(device name, architecture)`.
+    fn describe(&self) -> (String, String);
+    /// The same device with TF32 GEMMs, if the backend has such a mode.
+    fn tf32(&self) -> Option<Self>;
+}
+
+impl Device for CudaBackend {
+    fn sync(&self) -> ttconv::Result<()> {
+        self.synchronize()
+    }
+    fn describe(&self) -> (String, String) {
+        (self.device_name().to_string(), self.arch().to_string())
+    }
+    fn tf32(&self) -> Option<Self> {
+        Some(self.clone().with_tf32(true))
+    }
+}
+
+/// The `--cpu` self-test: the same program on the CPU backend (synchronous, so no barrier).
+impl Device for CpuBackend {
+    fn sync(&self) -> ttconv::Result<()> {
+        Ok(())
+    }
+    fn describe(&self) -> (String, String) {
+        (
+            "CPU backend (--cpu self-test)".into(),
+            std::env::consts::ARCH.into(),
+        )
+    }
+    fn tf32(&self) -> Option<Self> {
+        None
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The suite
+// ------------------------------------------------------------------------------------------------
+
+/// One case of the default suite; `batch` is the anchor's (CPU) batch, scaled up by the options.
+#[derive(Clone, Debug)]
+struct Case {
+    name: &'static str,
+    cin: usize,
+    cout: usize,
+    spatial: Vec<usize>,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    rank: RankSpec,
+}
+
+fn case2d(
+    name: &'static str,
+    cin: usize,
+    cout: usize,
+    s: usize,
+    stride: usize,
+    rank: RankSpec,
+) -> Case {
+    Case {
+        name,
+        cin,
+        cout,
+        spatial: vec![s, s],
+        kernel: 3,
+        stride,
+        padding: 1,
+        rank,
+    }
+}
+
+/// The nine cases of `shared/anchors/README.md`, in its order.
+fn suite() -> Vec<Case> {
+    use RankSpec::{Fraction, Same, Uniform};
+    vec![
+        case2d("2d_c64_s56_r16", 64, 64, 56, 1, Uniform(16)),
+        case2d("2d_c64_s56_r0.1", 64, 64, 56, 1, Fraction(0.1)),
+        case2d("2d_c128_s28_r32", 128, 128, 28, 1, Uniform(32)),
+        case2d("2d_c256_s14_r32", 256, 256, 14, 1, Uniform(32)),
+        case2d("2d_c512_s7_r64", 512, 512, 7, 1, Uniform(64)),
+        case2d("2d_c256_s14_rsame", 256, 256, 14, 1, Same),
+        case2d("2d_c64to128_s56_stride2_r16", 64, 128, 56, 2, Uniform(16)),
+        Case {
+            name: "1d_c64_L4096_k9_r16",
+            cin: 64,
+            cout: 64,
+            spatial: vec![4096],
+            kernel: 9,
+            stride: 1,
+            padding: 4,
+            rank: Uniform(16),
+        },
+        Case {
+            name: "3d_c32_s8x28x28_r16",
+            cin: 32,
+            cout: 32,
+            spatial: vec![8, 28, 28],
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            rank: Uniform(16),
+        },
+    ]
+}
+
+impl Case {
+    fn order(&self) -> usize {
+        self.spatial.len()
+    }
+
+    fn layer(&self, seed: u64) -> ttconv::Result<TtConv> {
+        let d = self.order();
+        let cfg = TtConvConfig::new(self.cin, self.cout, vec![self.kernel; d])
+            .rank(self.rank.clone())
+            .stride(self.stride)
+            .padding(Padding::All(self.padding));
+        let mut layer = TtConv::new(cfg)?;
+        layer.init_from_random(false, seed)?;
+        Ok(layer)
+    }
+
+    fn input_shape(&self, batch: usize) -> Vec<usize> {
+        [vec![batch, self.cin], self.spatial.clone()].concat()
+    }
+
+    fn rank_spec(&self) -> String {
+        match &self.rank {
+            RankSpec::Same => "same".into(),
+            RankSpec::Fraction(f) => format!("{f}"),
+            RankSpec::Uniform(r) => format!("{r}"),
+            RankSpec::Explicit(v) => format!("{v:?}"),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Options
+// ------------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Options {
+    json: Option<String>,
+    batch: usize,
+    batch3d: usize,
+    check_batch: usize,
+    warmup: usize,
+    min_repeats: usize,
+    max_repeats: usize,
+    budget_s: f64,
+    tf32: bool,
+    only: Vec<String>,
+    tol: f64,
+    seed: u64,
+    cpu: bool,
+}
+
+const USAGE: &str = "\
+usage: gpu_bench [--json PATH] [--batch N (32)] [--batch3d N (8)] [--check-batch N (2)]
+                 [--warmup N (10)] [--min-repeats N (15)] [--max-repeats N (100)]
+                 [--budget SECONDS per measurement (0.5)] [--no-tf32] [--only NAME[,NAME..]]
+                 [--tol REL (1e-4)] [--seed N (0)] [--cpu]
+Times the default suite on CUDA device 0 (factorized / reconstructed forward, forward+backward,
+TF32 forwards) and checks CUDA against the CPU backend. Exit 2 when there is no usable GPU.
+--cpu runs the same program on the CPU backend instead: a self-test for machines without a GPU.";
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        json: None,
+        batch: 32,
+        batch3d: 8,
+        check_batch: 2,
+        warmup: 10,
+        min_repeats: 15,
+        max_repeats: 100,
+        budget_s: 0.5,
+        tf32: true,
+        only: Vec::new(),
+        tol: 1e-4,
+        seed: 0,
+        cpu: false,
+    };
+    const VALUED: &[&str] = &[
+        "--json",
+        "--batch",
+        "--batch3d",
+        "--check-batch",
+        "--warmup",
+        "--min-repeats",
+        "--max-repeats",
+        "--seed",
+        "--budget",
+        "--tol",
+        "--only",
+    ];
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Err(String::new()),
+            "--no-tf32" => {
+                o.tf32 = false;
+                continue;
+            }
+            "--cpu" => {
+                o.cpu = true;
+                continue;
+            }
+            n if VALUED.contains(&n) => {}
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it.next().ok_or_else(|| format!("{name} needs a value"))?,
+        };
+        let num = |v: &str| -> Result<usize, String> {
+            v.parse()
+                .map_err(|_| format!("{name}: `{v}` is not a count"))
+        };
+        let real = |v: &str| -> Result<f64, String> {
+            v.parse()
+                .map_err(|_| format!("{name}: `{v}` is not a number"))
+        };
+        match name.as_str() {
+            "--json" => o.json = Some(value),
+            "--batch" => o.batch = num(&value)?.max(1),
+            "--batch3d" => o.batch3d = num(&value)?.max(1),
+            "--check-batch" => o.check_batch = num(&value)?.max(1),
+            "--warmup" => o.warmup = num(&value)?,
+            "--min-repeats" => o.min_repeats = num(&value)?.max(1),
+            "--max-repeats" => o.max_repeats = num(&value)?.max(1),
+            "--seed" => o.seed = num(&value)? as u64,
+            "--budget" => o.budget_s = real(&value)?,
+            "--tol" => o.tol = real(&value)?,
+            _ => o
+                .only
+                .extend(value.split(',').filter(|s| !s.is_empty()).map(String::from)),
+        }
+    }
+    o.max_repeats = o.max_repeats.max(o.min_repeats);
+    Ok(o)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Measurements
+// ------------------------------------------------------------------------------------------------
+
+/// Summary of the timed runs of one measurement, milliseconds.
+#[derive(Clone, Copy, Debug)]
+struct Stats {
+    median_ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+    repeats: usize,
+}
+
+/// Warms up, then times `run(setup())` between two `synchronize()` calls, `n` times, with
+/// `min_repeats <= n <= max_repeats` chosen so that the timed runs take about `budget_s`. The
+/// `setup` (e.g. an input upload that `run` consumes) is not timed.
+fn measure<D: Device, T>(
+    be: &D,
+    o: &Options,
+    mut setup: impl FnMut() -> ttconv::Result<T>,
+    mut run: impl FnMut(T) -> ttconv::Result<()>,
+) -> ttconv::Result<Stats> {
+    let mut once = |timed: bool| -> ttconv::Result<f64> {
+        let arg = setup()?;
+        be.sync()?;
+        let t0 = Instant::now();
+        run(arg)?;
+        be.sync()?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        Ok(if timed { ms } else { f64::NAN })
+    };
+    for _ in 0..o.warmup {
+        once(false)?;
+    }
+    let probe = once(true)?;
+    let n = ((o.budget_s * 1e3 / probe.max(1e-3)) as usize).clamp(o.min_repeats, o.max_repeats);
+    let mut t = (0..n)
+        .map(|_| once(true))
+        .collect::<ttconv::Result<Vec<f64>>>()?;
+    t.sort_by(f64::total_cmp);
+    Ok(Stats {
+        median_ms: t[t.len() / 2],
+        min_ms: t[0],
+        max_ms: t[t.len() - 1],
+        repeats: n,
+    })
+}
+
+/// A deterministic array with entries uniform in `[-1, 1)`.
+fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0f32..1.0))
+}
+
+/// `max |got - want| / max |want|` (0 when both are all zero, infinite on a shape mismatch or a
+/// non-finite value).
+fn rel_diff(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f64 {
+    if got.shape() != want.shape() {
+        return f64::INFINITY;
+    }
+    let mut diff = 0f64;
+    let mut scale = 0f64;
+    for (&a, &b) in got.iter().zip(want.iter()) {
+        let (a, b) = (f64::from(a), f64::from(b));
+        if !a.is_finite() || !b.is_finite() {
+            return f64::INFINITY;
+        }
+        diff = diff.max((a - b).abs());
+        scale = scale.max(b.abs());
+    }
+    if diff == 0.0 {
+        0.0
+    } else if scale == 0.0 {
+        f64::INFINITY
+    } else {
+        diff / scale
+    }
+}
+
+/// CUDA vs CPU at a small batch: forward outputs of both implementations, and the gradients
+/// (input and cores) of both backward passes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Check {
+    fact_fwd: f64,
+    rec_fwd: f64,
+    fact_bwd: f64,
+    rec_bwd: f64,
+}
+
+impl Check {
+    fn max_fwd(&self) -> f64 {
+        self.fact_fwd.max(self.rec_fwd)
+    }
+}
+
+fn check_against_cpu<D: Device>(
+    layer: &TtConv,
+    case: &Case,
+    cuda: &D,
+    o: &Options,
+) -> ttconv::Result<Check> {
+    let cpu = CpuBackend::new();
+    let shape = case.input_shape(o.check_batch);
+    let x = random(&shape, o.seed ^ 0x5eed);
+    let gy = random(&layer.output_shape(&shape)?, o.seed ^ 0x9e37);
+    let on_cuda = layer.prepare(cuda)?;
+    let on_cpu = layer.prepare(&cpu)?;
+    let xc = cuda.upload(x.view())?;
+    let xh = cpu.upload(x.view())?;
+    let mut check = Check::default();
+    for imp in [Implementation::Factorized, Implementation::Reconstructed] {
+        let yc = cuda.download(&on_cuda.forward_with(&xc, imp)?)?;
+        let yh = cpu.download(&on_cpu.forward_with(&xh, imp)?)?;
+        let fwd = rel_diff(&yc, &yh);
+
+        let (_, ctx_c) = on_cuda.forward_train(cuda.upload(x.view())?, imp)?;
+        let gc = on_cuda.backward(&ctx_c, &cuda.upload(gy.view())?, true)?;
+        let (_, ctx_h) = on_cpu.forward_train(cpu.upload(x.view())?, imp)?;
+        let gh = on_cpu.backward(&ctx_h, &cpu.upload(gy.view())?, true)?;
+        let mut bwd = match (&gc.input, &gh.input) {
+            (Some(a), Some(b)) => rel_diff(a, b),
+            _ => f64::INFINITY,
+        };
+        if gc.cores.len() != gh.cores.len() {
+            bwd = f64::INFINITY;
+        }
+        for (a, b) in gc.cores.iter().zip(&gh.cores) {
+            bwd = bwd.max(rel_diff(&a.clone().into_dyn(), &b.clone().into_dyn()));
+        }
+        match imp {
+            Implementation::Factorized => (check.fact_fwd, check.fact_bwd) = (fwd, bwd),
+            _ => (check.rec_fwd, check.rec_bwd) = (fwd, bwd),
+        }
+    }
+    Ok(check)
+}
+
+/// Everything measured on one case.
+#[derive(Debug)]
+struct CaseResult {
+    case: Case,
+    batch: usize,
+    input_shape: Vec<usize>,
+    output_shape: Vec<usize>,
+    ranks: Vec<usize>,
+    flops_fact: u64,
+    flops_rec: u64,
+    timings: Vec<(&'static str, Stats)>,
+    check: Option<Check>,
+    error: Option<String>,
+    wall_s: f64,
+}
+
+impl CaseResult {
+    fn timing(&self, name: &str) -> Option<Stats> {
+        self.timings
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| *s)
+    }
+}
+
+fn run_case<D: Device>(case: &Case, cuda: &D, o: &Options) -> CaseResult {
+    let t0 = Instant::now();
+    let batch = if case.order() == 3 {
+        o.batch3d
+    } else {
+        o.batch
+    };
+    let input_shape = case.input_shape(batch);
+    let mut r = CaseResult {
+        case: case.clone(),
+        batch,
+        input_shape: input_shape.clone(),
+        output_shape: Vec::new(),
+        ranks: Vec::new(),
+        flops_fact: 0,
+        flops_rec: 0,
+        timings: Vec::new(),
+        check: None,
+        error: None,
+        wall_s: 0.0,
+    };
+    if let Err(e) = run_case_into(case, cuda, o, &mut r) {
+        r.error = Some(e.to_string());
+    }
+    r.wall_s = t0.elapsed().as_secs_f64();
+    r
+}
+
+fn run_case_into<D: Device>(
+    case: &Case,
+    cuda: &D,
+    o: &Options,
+    r: &mut CaseResult,
+) -> ttconv::Result<()> {
+    let layer = case.layer(o.seed)?;
+    r.ranks = layer.ranks();
+    r.output_shape = layer.output_shape(&r.input_shape)?;
+    r.flops_fact = layer
+        .flops(&r.input_shape, Implementation::Factorized)?
+        .flops();
+    r.flops_rec = layer
+        .flops(&r.input_shape, Implementation::Reconstructed)?
+        .flops();
+
+    // Correctness first: a wrong result makes the timings moot, and it is cheap at batch 2.
+    r.check = Some(check_against_cpu(&layer, case, cuda, o)?);
+
+    let x_host = random(&r.input_shape, o.seed ^ 1);
+    let ones = ArrayD::<f32>::ones(IxDyn(&r.output_shape));
+    let prepared = layer.prepare(cuda)?;
+    prepared.dense_kernel()?;
+    let x = cuda.upload(x_host.view())?;
+    let gy = cuda.upload(ones.view())?;
+    for (name, imp) in [
+        ("fact_fwd", Implementation::Factorized),
+        ("rec_fwd", Implementation::Reconstructed),
+    ] {
+        let s = measure(
+            cuda,
+            o,
+            || Ok(()),
+            |()| prepared.forward_with(&x, imp).map(drop),
+        )?;
+        r.timings.push((name, s));
+    }
+    for (name, imp) in [
+        ("fact_fwd_bwd", Implementation::Factorized),
+        ("rec_fwd_bwd", Implementation::Reconstructed),
+    ] {
+        let s = measure(
+            cuda,
+            o,
+            || cuda.upload(x_host.view()),
+            |xi| {
+                let (_, ctx) = prepared.forward_train(xi, imp)?;
+                prepared.backward(&ctx, &gy, true).map(drop)
+            },
+        )?;
+        r.timings.push((name, s));
+    }
+    if let Some(tf32) = o.tf32.then(|| cuda.tf32()).flatten() {
+        let prepared = layer.prepare(&tf32)?;
+        prepared.dense_kernel()?;
+        for (name, imp) in [
+            ("fact_fwd_tf32", Implementation::Factorized),
+            ("rec_fwd_tf32", Implementation::Reconstructed),
+        ] {
+            let s = measure(
+                &tf32,
+                o,
+                || Ok(()),
+                |()| prepared.forward_with(&x, imp).map(drop),
+            )?;
+            r.timings.push((name, s));
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Output
+// ------------------------------------------------------------------------------------------------
+
+fn fmt_ms(s: Option<Stats>) -> String {
+    s.map_or("-".into(), |s| format!("{:.3}", s.median_ms))
+}
+
+fn fmt_rel(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.1e}"))
+}
+
+fn print_table(results: &[CaseResult], o: &Options) {
+    println!(
+        "\n{:<28} {:>5} {:>22} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "case",
+        "batch",
+        "TT ranks",
+        "fact ms",
+        "rec ms",
+        "fact TF",
+        "rec TF",
+        "fact f+b",
+        "rec f+b",
+        "fact tf32",
+        "rec tf32",
+        "fwd rel",
+        "bwd rel"
+    );
+    for r in results {
+        let ranks = r
+            .ranks
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let tflops = |flops: u64, s: Option<Stats>| {
+            s.map_or("-".into(), |s| {
+                format!("{:.2}", flops as f64 / (s.median_ms * 1e-3) / 1e12)
+            })
+        };
+        println!(
+            "{:<28} {:>5} {:>22} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
+            r.case.name,
+            r.batch,
+            ranks,
+            fmt_ms(r.timing("fact_fwd")),
+            fmt_ms(r.timing("rec_fwd")),
+            tflops(r.flops_fact, r.timing("fact_fwd")),
+            tflops(r.flops_rec, r.timing("rec_fwd")),
+            fmt_ms(r.timing("fact_fwd_bwd")),
+            fmt_ms(r.timing("rec_fwd_bwd")),
+            fmt_ms(r.timing("fact_fwd_tf32")),
+            fmt_ms(r.timing("rec_fwd_tf32")),
+            fmt_rel(r.check.map(|c| c.max_fwd())),
+            fmt_rel(r.check.map(|c| c.fact_bwd.max(c.rec_bwd))),
+        );
+        if let Some(e) = &r.error {
+            println!("    error: {e}");
+        }
+    }
+    println!(
+        "ms: median wall time between synchronize() calls; TF: TFLOP/s of the cost model's \
+         multiply-adds (x2); f+b: forward_train + backward (input and core gradients, downloaded); \
+         rel: max |cuda - cpu| / max |cpu| at batch {} (bwd: worst of the input and core \
+         gradients); tolerance {:.0e}.",
+        o.check_batch, o.tol
+    );
+}
+
+/// A JSON string literal.
+fn js(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A JSON number (`null` when not finite).
+fn jf(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:e}")
+    } else {
+        "null".into()
+    }
+}
+
+fn jlist(v: &[usize]) -> String {
+    format!(
+        "[{}]",
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
+/// The JSON report; `complete` is false while cases remain (it is rewritten after each case, so
+/// a run cut short still leaves the cases done).
+fn to_json<D: Device>(
+    results: &[CaseResult],
+    o: &Options,
+    cuda: &D,
+    total_s: f64,
+    complete: bool,
+) -> String {
+    let (device_name, arch) = cuda.describe();
+    let mut s = String::from("{\n");
+    let _ = writeln!(s, "  \"tool\": \"ttconv-cuda gpu_bench\",");
+    let _ = writeln!(s, "  \"schema\": 1,");
+    let _ = writeln!(s, "  \"complete\": {complete},");
+    let _ = writeln!(
+        s,
+        "  \"device\": {{\"name\": {}, \"arch\": {}, \"backend\": {}}},",
+        js(&device_name),
+        js(&arch),
+        js(&cuda.name())
+    );
+    let _ = writeln!(
+        s,
+        "  \"params\": {{\"batch\": {}, \"batch3d\": {}, \"check_batch\": {}, \"warmup\": {}, \
+         \"min_repeats\": {}, \"max_repeats\": {}, \"budget_s\": {}, \"tf32_columns\": {}, \
+         \"tol\": {}, \"seed\": {}, \"dtype\": \"float32\", \"timer\": \"wall clock between \
+         synchronize() calls, median\"}},",
+        o.batch,
+        o.batch3d,
+        o.check_batch,
+        o.warmup,
+        o.min_repeats,
+        o.max_repeats,
+        jf(o.budget_s),
+        o.tf32 && cuda.tf32().is_some(),
+        jf(o.tol),
+        o.seed
+    );
+    s.push_str("  \"cases\": [\n");
+    for (i, r) in results.iter().enumerate() {
+        let c = &r.case;
+        s.push_str("    {");
+        let _ = write!(
+            s,
+            "\"name\": {}, \"batch\": {}, \"cin\": {}, \"cout\": {}, \"spatial\": {}, \
+             \"kernel\": {}, \"stride\": {}, \"padding\": {}, \"rank\": {}, \
+             \"input_shape\": {}, \"output_shape\": {}, \"tt_ranks\": {}, \
+             \"flops_factorized\": {}, \"flops_reconstructed\": {}, ",
+            js(c.name),
+            r.batch,
+            c.cin,
+            c.cout,
+            jlist(&c.spatial),
+            c.kernel,
+            c.stride,
+            c.padding,
+            js(&c.rank_spec()),
+            jlist(&r.input_shape),
+            jlist(&r.output_shape),
+            jlist(&r.ranks),
+            r.flops_fact,
+            r.flops_rec
+        );
+        s.push_str("\"timings\": {");
+        let t: Vec<String> = r
+            .timings
+            .iter()
+            .map(|(n, st)| {
+                format!(
+                    "{}: {{\"median_ms\": {}, \"min_ms\": {}, \"max_ms\": {}, \"repeats\": {}}}",
+                    js(n),
+                    jf(st.median_ms),
+                    jf(st.min_ms),
+                    jf(st.max_ms),
+                    st.repeats
+                )
+            })
+            .collect();
+        s.push_str(&t.join(", "));
+        s.push_str("}, \"check\": ");
+        match r.check {
+            Some(ch) => {
+                let _ = write!(
+                    s,
+                    "{{\"batch\": {}, \"fact_fwd_rel_diff\": {}, \"rec_fwd_rel_diff\": {}, \
+                     \"fact_bwd_rel_diff\": {}, \"rec_bwd_rel_diff\": {}, \
+                     \"max_fwd_rel_diff\": {}}}",
+                    o.check_batch,
+                    jf(ch.fact_fwd),
+                    jf(ch.rec_fwd),
+                    jf(ch.fact_bwd),
+                    jf(ch.rec_bwd),
+                    jf(ch.max_fwd())
+                );
+            }
+            None => s.push_str("null"),
+        }
+        let _ = write!(
+            s,
+            ", \"error\": {}, \"wall_s\": {}}}",
+            r.error.as_deref().map_or("null".into(), js),
+            jf(r.wall_s)
+        );
+        s.push_str(if i + 1 < results.len() { ",\n" } else { "\n" });
+    }
+    s.push_str("  ],\n");
+    let _ = writeln!(s, "  \"total_wall_s\": {}", jf(total_s));
+    s.push_str("}\n");
+    s
+}
+
+fn main() -> ExitCode {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("gpu_bench: {e}\n{USAGE}");
+            return ExitCode::from(1);
+        }
+    };
+    if o.cpu {
+        return run_all(&CpuBackend::new(), &o);
+    }
+    match CudaBackend::open(0) {
+        Ok(cuda) => run_all(&cuda, &o),
+        Err(e) if e.is_unavailable() => {
+            eprintln!(
+                "gpu_bench: no usable CUDA GPU on this machine: {e}\n\
+                 gpu_bench: nothing was measured (exit status 2). Run it on a machine with an \
+                 NVIDIA GPU and driver >= 580 (CUDA 13), with libnvrtc.so.13 and libcublas.so.13 \
+                 on LD_LIBRARY_PATH (see `cargo xtask gpu-check`); `--cpu` runs this program on \
+                 the CPU backend as a self-test."
+            );
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("gpu_bench: CUDA is present but the backend failed to start: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_all<D: Device>(be: &D, o: &Options) -> ExitCode {
+    let t0 = Instant::now();
+    let (device_name, arch) = be.describe();
+    println!(
+        "gpu_bench on {device_name} ({arch}, {}): batch {} (3-D: {}), check batch {}, \
+         warm-up {}, {}..{} timed runs per measurement",
+        be.name(),
+        o.batch,
+        o.batch3d,
+        o.check_batch,
+        o.warmup,
+        o.min_repeats,
+        o.max_repeats
+    );
+    let cases: Vec<Case> = suite()
+        .into_iter()
+        .filter(|c| o.only.is_empty() || o.only.iter().any(|n| n == c.name))
+        .collect();
+    if cases.is_empty() {
+        eprintln!("gpu_bench: --only matches no case");
+        return ExitCode::from(1);
+    }
+    let mut results = Vec::new();
+    for case in &cases {
+        let r = run_case(case, be, o);
+        println!(
+            "[gpu_bench] {:<28} fact {} ms, rec {} ms, fwd rel diff {} ({:.1} s){}",
+            r.case.name,
+            fmt_ms(r.timing("fact_fwd")),
+            fmt_ms(r.timing("rec_fwd")),
+            fmt_rel(r.check.map(|c| c.max_fwd())),
+            r.wall_s,
+            r.error
+                .as_deref()
+                .map(|e| format!(" ERROR: {e}"))
+                .unwrap_or_default()
+        );
+        results.push(r);
+        let complete = results.len() == cases.len();
+        if let Some(path) = &o.json {
+            let text = to_json(&results, o, be, t0.elapsed().as_secs_f64(), complete);
+            let partial = format!("{path}.partial");
+            let written =
+                std::fs::write(&partial, text).and_then(|()| std::fs::rename(&partial, path));
+            if let Err(e) = written {
+                eprintln!("gpu_bench: cannot write {path}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    print_table(&results, o);
+    if let Some(path) = &o.json {
+        println!("wrote {path}");
+    }
+    let errors = results.iter().filter(|r| r.error.is_some()).count();
+    let over: Vec<&str> = results
+        .iter()
+        .filter(|r| {
+            r.check
+                .is_some_and(|c| c.max_fwd().is_nan() || c.max_fwd() >= o.tol)
+        })
+        .map(|r| r.case.name)
+        .collect();
+    if errors > 0 {
+        eprintln!("gpu_bench: {errors} case(s) failed");
+        return ExitCode::from(1);
+    }
+    if !over.is_empty() {
+        eprintln!(
+            "gpu_bench: forward differs from the CPU backend by >= {:.0e} on: {}",
+            o.tol,
+            over.join(", ")
+        );
+        return ExitCode::from(3);
+    }
+    ExitCode::SUCCESS
+}
