@@ -4,7 +4,8 @@
 //! - dense: `B * prod(D') * out * in * prod(k)` multiply-adds;
 //! - factorized: `B * [prod(D) * in * r_1 + sum_j S_j * r_{j+1} * k_j * r_{j+2} + prod(D') * r_{d+1} * out]`
 //!   where `S_j` is the spatial size after spatial mode `j` (modes `<= j` at their output size,
-//!   the others at their input size).
+//!   the others at their input size), with the merged ends of [`FactorizedPlan`] counted as the
+//!   one convolution they become.
 //!
 //! Bytes (f32) count the input and output once and every intermediate of the factorized chain
 //! twice (written, then read), as an unfused backend moves them.
@@ -12,6 +13,7 @@
 use crate::config::Implementation;
 use crate::error::Result;
 use crate::geometry::{AxisGeometry, output_spatial};
+use crate::plan::FactorizedPlan;
 
 /// Work and traffic of one forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -88,35 +90,53 @@ fn prod(v: &[usize]) -> u64 {
     v.iter().map(|&x| x as u64).product()
 }
 
-/// Cost of the factorized forward.
+/// Cost of the factorized forward, following [`FactorizedPlan::for_shape`] (merged head or
+/// tail steps counted as the single convolution they become).
 pub fn factorized_cost(s: &LayerShape<'_>) -> Result<Cost> {
     let out_sp = output_spatial(s.input_spatial, s.kernel_size, s.geometry)?;
+    let plan = FactorizedPlan::for_shape(s);
     let b = s.batch as u64;
     let d = s.kernel_size.len();
+    let (cin, cout) = (s.in_channels as u64, s.out_channels as u64);
     let r = |i: usize| s.ranks[i] as u64;
     let mut spatial = s.input_spatial.to_vec();
-    let x = b * s.in_channels as u64 * prod(&spatial);
-    let z0 = b * r(1) * prod(&spatial);
-    let mut macs = z0 * s.in_channels as u64;
-    let mut inter = z0;
+    let x = b * cin * prod(&spatial);
+    let mut macs = 0;
+    let mut inter = 0;
+    if !plan.merge_head {
+        let z0 = b * r(1) * prod(&spatial);
+        macs += z0 * cin;
+        inter += z0;
+    }
     for j in 0..d {
         spatial[j] = out_sp[j];
         let size = prod(&spatial);
-        macs += b * size * r(j + 1) * s.kernel_size[j] as u64 * r(j + 2);
-        inter += b * size * r(j + 2);
+        let c_in = if j == 0 && plan.merge_head {
+            cin
+        } else {
+            r(j + 1)
+        };
+        let last_merged = j == d - 1 && plan.merge_tail;
+        let c_out = if last_merged { cout } else { r(j + 2) };
+        macs += b * size * c_in * s.kernel_size[j] as u64 * c_out;
+        if !last_merged {
+            inter += b * size * c_out;
+        }
     }
-    let y = b * prod(&out_sp) * s.out_channels as u64;
-    macs += y * r(d + 1);
+    let y = b * prod(&out_sp) * cout;
+    if !plan.merge_tail {
+        macs += y * r(d + 1);
+    }
     let params: u64 = (0..d + 2)
         .map(|i| {
             let n = if i == 0 {
-                s.in_channels
+                cin
             } else if i == d + 1 {
-                s.out_channels
+                cout
             } else {
-                s.kernel_size[i - 1]
+                s.kernel_size[i - 1] as u64
             };
-            r(i) * n as u64 * r(i + 1)
+            r(i) * n * r(i + 1)
         })
         .sum();
     Ok(Cost {
@@ -186,15 +206,44 @@ mod tests {
             in_channels: 4,
             out_channels: 6,
             kernel_size: &[3, 3],
-            ranks: &[1, 2, 3, 5, 1],
+            ranks: &[1, 2, 3, 2, 1],
             input_spatial: &[8, 10],
             geometry: &g,
         };
-        // output 4 x 5
+        // output 4 x 5; ranks below the channel counts: nothing merged
+        assert_eq!(FactorizedPlan::for_shape(&s), FactorizedPlan::default());
         let f = factorized_cost(&s).unwrap();
-        let expect = 2 * (80 * 4 * 2 + (4 * 10) * 2 * 3 * 3 + (4 * 5) * 3 * 3 * 5 + 20 * 5 * 6);
+        let expect = 2 * (80 * 4 * 2 + (4 * 10) * 2 * 3 * 3 + (4 * 5) * 3 * 3 * 2 + 20 * 2 * 6);
         assert_eq!(f.macs, expect as u64);
         let d = dense_cost(&s).unwrap();
         assert_eq!(d.macs, (2 * 20 * 6 * 4 * 9) as u64);
+    }
+
+    #[test]
+    fn oversized_ranks_merge_the_ends() {
+        // TensorLy's 'same' ranks on (256, 3, 3, 256): (1, 921, 21, 921, 1).
+        let g = [AxisGeometry {
+            stride: 1,
+            dilation: 1,
+            pad_before: 1,
+            pad_after: 1,
+        }; 2];
+        let s = LayerShape {
+            batch: 8,
+            in_channels: 256,
+            out_channels: 256,
+            kernel_size: &[3, 3],
+            ranks: &[1, 921, 21, 921, 1],
+            input_spatial: &[14, 14],
+            geometry: &g,
+        };
+        let plan = FactorizedPlan::for_shape(&s);
+        assert!(plan.merge_head && plan.merge_tail);
+        let f = factorized_cost(&s).unwrap();
+        assert_eq!(f.macs, 8 * 196 * (256 * 3 * 21 + 21 * 3 * 256));
+        assert_eq!(
+            choose_implementation(&s, Implementation::Auto, &CostConstants::default()).unwrap(),
+            Implementation::Factorized
+        );
     }
 }

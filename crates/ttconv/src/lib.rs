@@ -18,6 +18,7 @@ pub mod geometry;
 pub mod layer;
 pub mod optim;
 pub mod oracle;
+pub mod plan;
 
 pub use backend::{Backend, FactorizedActivations, FactorizedWeights};
 pub use backward::{Gradients, TrainContext};
@@ -28,6 +29,7 @@ pub use forward::PreparedTtConv;
 pub use geometry::AxisGeometry;
 pub use layer::TtConv;
 pub use optim::{Adam, Optimizer, Sgd};
+pub use plan::FactorizedPlan;
 pub use tt_core::{RankOptions, RankSpec, Rounding, Truncation, TruncationReport, TtTensor};
 
 /// The README's usage example, compiled and run as a doctest.
