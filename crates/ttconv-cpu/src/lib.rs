@@ -22,14 +22,16 @@ mod check;
 mod contract;
 mod conv_along;
 mod conv_dense;
+mod fused;
 mod gemm;
+mod kernel;
 mod par;
 mod taps;
 mod weights;
 
 use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD};
 use ttconv::geometry::output_spatial;
-use ttconv::{AxisGeometry, Backend, Result};
+use ttconv::{AxisGeometry, Backend, FactorizedWeights, Result};
 
 pub use weights::CpuWeights;
 
@@ -395,6 +397,39 @@ impl Backend for CpuBackend {
         let gy = check::activation("bias output gradient", gy, 0)?;
         Ok(contract::bias_grad(check::flat(&gy)?))
     }
+
+    /// The fused chain of `fused.rs` (tiles carried through every op in a per-thread
+    /// workspace); the unfused chain of primitives when the shapes do not fit together (it
+    /// reports the error) or when the environment variable `TTCONV_CPU_UNFUSED` is set (for
+    /// comparisons).
+    fn factorized_forward(
+        &self,
+        x: &ArrayD<f32>,
+        weights: &FactorizedWeights<Self>,
+        geometry: &[AxisGeometry],
+    ) -> Result<ArrayD<f32>> {
+        if !unfused_requested()
+            && let Some(plan) = fused::Plan::new(x.shape(), weights, geometry)
+        {
+            let xs = x.as_standard_layout();
+            let xd = xs.as_slice().expect("standard layout is contiguous");
+            let (batch, cout, out_sp) = plan.output_shape();
+            let mut y = ndarray::Array3::<f32>::zeros((batch, cout, out_sp.iter().product()));
+            fused::forward(&plan, xd, y.view_mut());
+            return unflatten(y, &nd_shape(batch, cout, out_sp));
+        }
+        let mut z = self.contract_channels(x, &weights.first, None)?;
+        for (axis, (core, g)) in weights.spatial.iter().zip(geometry).enumerate() {
+            z = self.conv_along(&z, axis, core, *g)?;
+        }
+        self.contract_channels(&z, &weights.last, weights.bias.as_ref())
+    }
+}
+
+/// Whether `TTCONV_CPU_UNFUSED` asks for the unfused factorized chain (read once).
+fn unfused_requested() -> bool {
+    static UNFUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UNFUSED.get_or_init(|| std::env::var_os("TTCONV_CPU_UNFUSED").is_some())
 }
 
 /// A dense kernel `(out, in, k_1..k_d)` viewed as the matrix `(out, in * prod(k))`.

@@ -1,0 +1,643 @@
+//! The fused factorized forward: the whole chain of DESIGN.md section 4 run on one tile at a
+//! time, with every intermediate in a per-thread workspace that stays in L2.
+//!
+//! A tile is (batch item, slab of output rows along the first spatial axis). The chain's ops
+//! after the 1-D convolution along axis 0 only need the slab's own rows; the ops before it (the
+//! input contraction) run on the slab's input rows plus the halo that convolution reads. Tasks
+//! are all (item, slab) pairs, so both cores work at batch 1; slabs are only cut (and the halo
+//! recomputed) when the batch alone does not give every thread several tasks, or when an
+//! item's intermediates would not fit in L2.
+//!
+//! Every op is one or a few [`gemm_terms`] calls: the 1-D convolution at stride 1 reads shifted
+//! rows of its input directly (the positions where every tap is inside in one call per line,
+//! the few border positions each with its valid taps only); at stride > 1, or when lines are too
+//! short for wide tiles, an im2col along the axis is packed into the workspace first.
+//!
+//! Contraction order follows the layer's [`FactorizedPlan`]: where contracting the input channels
+//! into the first spatial core (or the last spatial core into the output channels) costs fewer
+//! multiply-adds than running the two ops apart, the two weights are multiplied once (cached in
+//! the weight) and run as one 1-D convolution. E.g. ranks `(1, 921, 21, 921, 1)` on 256 channels ('same'): the chain runs
+//! `256 -> 21 -> 256` convolutions instead of `256 -> 921 -> 21 -> 921 -> 256`. The result is the
+//! same convolution with the sums associated differently (equal up to rounding).
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+use ndarray::{ArrayView2, ArrayViewMut3};
+use rayon::prelude::*;
+use ttconv::cost::LayerShape;
+use ttconv::{AxisGeometry, FactorizedPlan, FactorizedWeights};
+
+use crate::kernel::{Init, gemm_terms};
+use crate::par::{column_tasks, ranges};
+use crate::taps::valid_outputs;
+use crate::{CpuBackend, CpuWeights};
+
+/// Most floats of one intermediate per tile (two live at a time): about 3/4 of the L2.
+const TILE_FLOATS: usize = 96 * 1024;
+/// Most floats of an im2col-along-axis pack.
+const PACK_FLOATS: usize = 64 * 1024;
+/// Lines shorter than this many output columns go through the pack (wider GEMM tiles).
+const MIN_SHIFTED_COLS: usize = 64;
+/// Tasks per thread aimed for.
+const TASKS_PER_THREAD: usize = 4;
+
+/// What an op does.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// Channel contraction, weight `(cin, cout)`.
+    Contract,
+    /// 1-D convolution along spatial axis `axis`, weight `(cin, k, cout)`.
+    Conv {
+        axis: usize,
+        k: usize,
+        g: AxisGeometry,
+    },
+}
+
+/// One op of the chain: its weight as a `(K, cout)` row-major matrix.
+#[derive(Debug)]
+struct Op<'w> {
+    kind: Kind,
+    w: Cow<'w, [f32]>,
+    cin: usize,
+    cout: usize,
+}
+
+/// The chain for one input shape.
+#[derive(Debug)]
+pub(crate) struct Plan<'w> {
+    ops: Vec<Op<'w>>,
+    /// Index of the op that convolves axis 0.
+    conv0: usize,
+    batch: usize,
+    cin: usize,
+    cout: usize,
+    in_sp: Vec<usize>,
+    out_sp: Vec<usize>,
+    bias: Option<&'w [f32]>,
+}
+
+/// `a (m, k) * b (k, n)` as a row-major vector (faer, on this thread).
+fn matmul(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Vec<f32> {
+    let mut c = ndarray::Array2::<f32>::zeros((a.nrows(), b.ncols()));
+    crate::gemm::gemm(c.view_mut(), false, a, b);
+    c.into_raw_vec_and_offset().0
+}
+
+impl<'w> Plan<'w> {
+    /// The chain for input shape `xs`, or `None` when the shapes do not fit together (the
+    /// unfused chain then reports the error).
+    pub(crate) fn new(
+        xs: &[usize],
+        w: &'w FactorizedWeights<CpuBackend>,
+        geometry: &[AxisGeometry],
+    ) -> Option<Self> {
+        let d = geometry.len();
+        if d == 0 || w.spatial.len() != d || xs.len() != d + 2 {
+            return None;
+        }
+        let (batch, cin) = (xs[0], xs[1]);
+        let in_sp = xs[2..].to_vec();
+        let fs = w.first.shape();
+        let ls = w.last.shape();
+        if fs.len() != 2 || fs[0] != cin || ls.len() != 2 {
+            return None;
+        }
+        let mut ranks = vec![fs[1]];
+        let mut ks = Vec::with_capacity(d);
+        for core in &w.spatial {
+            let cs = core.shape();
+            if cs.len() != 3 || cs[0] != *ranks.last()? {
+                return None;
+            }
+            ks.push(cs[1]);
+            ranks.push(cs[2]);
+        }
+        if ls[0] != ranks[d] {
+            return None;
+        }
+        let cout = ls[1];
+        let bias = match &w.bias {
+            Some(b) if b.shape() != [cout] => return None,
+            Some(b) => Some(b.as_slice()),
+            None => None,
+        };
+        let mut out_sp = Vec::with_capacity(d);
+        for j in 0..d {
+            let len = geometry[j].output_len(in_sp[j], ks[j])?;
+            if len == 0 || geometry[j].dilation == 0 {
+                return None;
+            }
+            out_sp.push(len);
+        }
+        let (r1, r2, rd, re) = (ranks[0], ranks[1], ranks[d - 1], ranks[d]);
+        // The merge decisions are the layer's plan, so the cost model (and Auto) see what runs.
+        let mut full_ranks = Vec::with_capacity(d + 3);
+        full_ranks.push(1);
+        full_ranks.extend_from_slice(&ranks);
+        full_ranks.push(1);
+        let plan = FactorizedPlan::for_shape(&LayerShape {
+            batch,
+            in_channels: cin,
+            out_channels: cout,
+            kernel_size: &ks,
+            ranks: &full_ranks,
+            input_spatial: &in_sp,
+            geometry,
+        });
+        let (merge_head, merge_tail) = (plan.merge_head, plan.merge_tail);
+
+        let mut ops = Vec::with_capacity(d + 2);
+        if !merge_head {
+            ops.push(Op {
+                kind: Kind::Contract,
+                w: Cow::Borrowed(w.first.as_slice()),
+                cin,
+                cout: r1,
+            });
+        }
+        for j in 0..d {
+            let (mut a, mut b) = (ranks[j], ranks[j + 1]);
+            let core = &w.spatial[j];
+            let kind = Kind::Conv {
+                axis: j,
+                k: ks[j],
+                g: geometry[j],
+            };
+            let weight = if j == 0 && merge_head {
+                a = cin;
+                w.first.merged_with(core.id(), || {
+                    let f = view2(&w.first, cin, r1);
+                    matmul(f, view2(core, r1, ks[0] * r2))
+                })
+            } else if j == d - 1 && merge_tail {
+                b = cout;
+                w.last.merged_with(core.id(), || {
+                    let l = view2(&w.last, re, cout);
+                    matmul(view2(core, rd * ks[d - 1], re), l)
+                })
+            } else {
+                Cow::Borrowed(core.as_slice())
+            };
+            ops.push(Op {
+                kind,
+                w: weight,
+                cin: a,
+                cout: b,
+            });
+        }
+        if !merge_tail {
+            ops.push(Op {
+                kind: Kind::Contract,
+                w: Cow::Borrowed(w.last.as_slice()),
+                cin: re,
+                cout,
+            });
+        }
+        Some(Self {
+            ops,
+            conv0: usize::from(!merge_head),
+            batch,
+            cin,
+            cout,
+            in_sp,
+            out_sp,
+            bias,
+        })
+    }
+
+    /// `(batch, cout, output spatial shape)`.
+    pub(crate) fn output_shape(&self) -> (usize, usize, &[usize]) {
+        (self.batch, self.cout, &self.out_sp)
+    }
+
+    /// Input rows along axis 0 that output rows `o0..o1` read (clipped to the input).
+    fn halo(&self, o0: usize, o1: usize) -> (usize, usize) {
+        let Kind::Conv { k, g, .. } = self.ops[self.conv0].kind else {
+            unreachable!("conv0 is a convolution");
+        };
+        let lo = (o0 * g.stride).saturating_sub(g.pad_before);
+        let hi = ((o1 - 1) * g.stride + (k - 1) * g.dilation + 1)
+            .saturating_sub(g.pad_before)
+            .min(self.in_sp[0]);
+        (lo.min(hi), hi)
+    }
+
+    /// Spatial shape before op `i` (full sizes, axis 0 included).
+    fn dims_before(&self, i: usize) -> Vec<usize> {
+        let mut dims = self.in_sp.clone();
+        for op in &self.ops[..i] {
+            if let Kind::Conv { axis, .. } = op.kind {
+                dims[axis] = self.out_sp[axis];
+            }
+        }
+        dims
+    }
+
+    /// Output rows per slab along axis 0.
+    fn slab_rows(&self) -> usize {
+        let lo0 = self.out_sp[0];
+        let threads = rayon::current_num_threads().max(1);
+        let by_tasks = (TASKS_PER_THREAD * threads).div_ceil(self.batch.max(1));
+        let mut rows = lo0.div_ceil(by_tasks);
+        // Floats per output row of the largest intermediate.
+        let per_row = (0..self.ops.len())
+            .map(|i| {
+                let dims = self.dims_before(i + 1);
+                self.ops[i].cout * dims[1..].iter().product::<usize>()
+            })
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        rows = rows
+            .max(1)
+            .max(self.min_rows())
+            .min((TILE_FLOATS / per_row).max(1));
+        let slabs = lo0.div_ceil(rows.max(1));
+        lo0.div_ceil(slabs.max(1)).max(1)
+    }
+
+    /// Fewest output rows per slab: the recomputed halo stays at most half the slab.
+    fn min_rows(&self) -> usize {
+        if self.conv0 == 0 {
+            return 1;
+        }
+        let Kind::Conv { k, g, .. } = self.ops[self.conv0].kind else {
+            return 1;
+        };
+        let span = (k - 1) * g.dilation + 1;
+        (2 * span.saturating_sub(g.stride))
+            .div_ceil(g.stride)
+            .max(1)
+    }
+
+    /// Floats the workspace of one slab of at most `rows` output rows needs per intermediate.
+    fn buffer_floats(&self, rows: usize) -> usize {
+        let Kind::Conv { k, g, .. } = self.ops[self.conv0].kind else {
+            unreachable!("conv0 is a convolution");
+        };
+        let in_rows = ((rows - 1) * g.stride + (k - 1) * g.dilation + 1).min(self.in_sp[0]);
+        (0..self.ops.len().saturating_sub(1))
+            .map(|i| {
+                let dims = self.dims_before(i + 1);
+                let r = if i < self.conv0 { in_rows } else { rows };
+                self.ops[i].cout * r * dims[1..].iter().product::<usize>()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// `w` viewed as a row-major `(rows, cols)` matrix.
+fn view2(w: &CpuWeights, rows: usize, cols: usize) -> ArrayView2<'_, f32> {
+    ArrayView2::from_shape((rows, cols), w.as_slice()).expect("weight size checked by the plan")
+}
+
+/// Per-thread scratch, grown on demand and reused by every call.
+#[derive(Debug, Default)]
+struct Workspace {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    out: Vec<f32>,
+    pack: Vec<f32>,
+    terms: Vec<(usize, usize)>,
+}
+
+thread_local! {
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+}
+
+/// Grows `v` to at least `n` elements (never shrinks, so a warm workspace allocates nothing).
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
+/// Where an op reads or writes: the slice, the offset of channel 0, the channel stride.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    base: usize,
+    cs: usize,
+}
+
+/// Runs the plan on `x` (`(batch, cin, in_sp)`, row-major) into `y` (`(batch, cout, out_sp)`).
+pub(crate) fn forward(plan: &Plan<'_>, x: &[f32], y: ArrayViewMut3<'_, f32>) {
+    let rows = plan.slab_rows();
+    let r_out: usize = plan.out_sp[1..].iter().product();
+    let need = plan.buffer_floats(rows);
+    column_tasks(y, rows, r_out)
+        .into_par_iter()
+        .for_each(|(b, slab, mut yv)| {
+            WORKSPACE.with(|ws| {
+                let mut ws = ws.borrow_mut();
+                let ws = &mut *ws;
+                grow(&mut ws.a, need);
+                grow(&mut ws.b, need);
+                let direct = yv.as_slice_mut().is_some();
+                if !direct {
+                    grow(&mut ws.out, plan.cout * slab.len() * r_out);
+                }
+                let cs_out = slab.len() * r_out;
+                {
+                    let target: &mut [f32] = match yv.as_slice_mut() {
+                        Some(s) => s,
+                        None => &mut ws.out[..plan.cout * cs_out],
+                    };
+                    run_slab(
+                        plan,
+                        x,
+                        b,
+                        slab.start,
+                        slab.end,
+                        target,
+                        &mut ws.a,
+                        &mut ws.b,
+                        &mut ws.pack,
+                        &mut ws.terms,
+                    );
+                }
+                if !direct {
+                    let tmp =
+                        ArrayView2::from_shape((plan.cout, cs_out), &ws.out[..plan.cout * cs_out])
+                            .expect("buffer holds cout * cols floats");
+                    yv.assign(&tmp);
+                }
+            });
+        });
+}
+
+/// Runs the chain for batch item `b`, output rows `o0..o1` of axis 0, into `target`
+/// (`(cout, (o1 - o0) * prod(out_sp[1..]))`, row-major).
+fn run_slab(
+    plan: &Plan<'_>,
+    x: &[f32],
+    b: usize,
+    o0: usize,
+    o1: usize,
+    target: &mut [f32],
+    buf_a: &mut [f32],
+    buf_b: &mut [f32],
+    pack: &mut Vec<f32>,
+    terms: &mut Vec<(usize, usize)>,
+) {
+    let s_in: usize = plan.in_sp.iter().product();
+    let (i_lo, i_hi) = plan.halo(o0, o1);
+    let n_ops = plan.ops.len();
+    // (slice index: 0 = x, 1 = buf_a, 2 = buf_b), its place, and rows/row0 along axis 0.
+    let mut src_which = 0usize;
+    let mut src_place = Place {
+        base: b * plan.cin * s_in,
+        cs: s_in,
+    };
+    let mut src_rows = plan.in_sp[0];
+    let mut src_row0 = 0usize;
+    if plan.conv0 > 0 {
+        // The head contraction only needs the halo rows.
+        src_place.base += i_lo * plan.in_sp[1..].iter().product::<usize>();
+        src_rows = i_hi - i_lo;
+        src_row0 = i_lo;
+    }
+    for (i, op) in plan.ops.iter().enumerate() {
+        let dims_in = plan.dims_before(i);
+        let dims_out = plan.dims_before(i + 1);
+        let (dst_rows, dst_row0) = if i < plan.conv0 {
+            (src_rows, src_row0)
+        } else {
+            (o1 - o0, o0)
+        };
+        let inner_out: usize = dims_out[1..].iter().product();
+        let last = i + 1 == n_ops;
+        let dst_which = if last {
+            3
+        } else if src_which == 1 {
+            2
+        } else {
+            1
+        };
+        let dst_place = Place {
+            base: 0,
+            cs: dst_rows * inner_out,
+        };
+        let init = match (last, plan.bias) {
+            (true, Some(bias)) => Init::Bias(bias),
+            _ => Init::Zero,
+        };
+        let (src, dst): (&[f32], &mut [f32]) = match (src_which, dst_which) {
+            (0, 1) => (x, &mut *buf_a),
+            (0, 3) => (x, &mut *target),
+            (1, 2) => (&*buf_a, &mut *buf_b),
+            (1, 3) => (&*buf_a, &mut *target),
+            (2, 1) => (&*buf_b, &mut *buf_a),
+            (2, 3) => (&*buf_b, &mut *target),
+            _ => unreachable!("ping-pong buffers"),
+        };
+        match op.kind {
+            Kind::Contract => {
+                let n = src_rows * dims_in[1..].iter().product::<usize>();
+                terms.clear();
+                terms.extend((0..op.cin).map(|c| (c * op.cout, src_place.base + c * src_place.cs)));
+                gemm_terms(
+                    &op.w,
+                    src,
+                    terms,
+                    dst,
+                    dst_place.base,
+                    dst_place.cs,
+                    op.cout,
+                    n,
+                    init,
+                );
+            }
+            Kind::Conv { axis, k, g } => {
+                let mut din = dims_in.clone();
+                din[0] = src_rows;
+                let along = Along {
+                    outer: din[..axis].iter().product(),
+                    inner: din[axis + 1..].iter().product(),
+                    lin: din[axis],
+                    lout: if axis == 0 { dst_rows } else { dims_out[axis] },
+                    in_row0: if axis == 0 { src_row0 } else { 0 },
+                    out_row0: if axis == 0 { dst_row0 } else { 0 },
+                    l_full: plan.in_sp[axis],
+                    k,
+                    g,
+                };
+                conv(
+                    op, &along, src, src_place, dst, dst_place, init, terms, pack,
+                );
+            }
+        }
+        src_which = dst_which;
+        src_place = dst_place;
+        src_rows = dst_rows;
+        src_row0 = dst_row0;
+    }
+}
+
+/// The geometry of one convolution along an axis inside a slab.
+#[derive(Clone, Copy, Debug)]
+struct Along {
+    /// Product of the (slab) sizes before the axis.
+    outer: usize,
+    /// Product of the sizes after the axis.
+    inner: usize,
+    /// Input rows present in the source along the axis, the first being `in_row0`.
+    lin: usize,
+    /// Output rows written along the axis, the first being `out_row0`.
+    lout: usize,
+    in_row0: usize,
+    out_row0: usize,
+    /// Full input length along the axis (positions outside are padding).
+    l_full: usize,
+    k: usize,
+    g: AxisGeometry,
+}
+
+impl Along {
+    /// Input position read by absolute output position `p` and tap `t`, if inside.
+    fn input(&self, p: usize, t: usize) -> Option<usize> {
+        let i = (p * self.g.stride + t * self.g.dilation).checked_sub(self.g.pad_before)?;
+        (i < self.l_full).then_some(i)
+    }
+}
+
+/// One 1-D convolution op on a slab.
+fn conv(
+    op: &Op<'_>,
+    al: &Along,
+    src: &[f32],
+    sp: Place,
+    dst: &mut [f32],
+    dp: Place,
+    init: Init<'_>,
+    terms: &mut Vec<(usize, usize)>,
+    pack: &mut Vec<f32>,
+) {
+    let (k, c, cout) = (al.k, al.inner, op.cout);
+    let s = al.g.stride;
+    if s == 1 && al.lout * c >= MIN_SHIFTED_COLS {
+        // Absolute output positions where every tap is inside: p >= pad_before and
+        // p + (k - 1) * dilation - pad_before < l_full.
+        let span = (k - 1) * al.g.dilation;
+        let lo = al.g.pad_before.max(al.out_row0);
+        let hi = (al.l_full + al.g.pad_before)
+            .saturating_sub(span)
+            .min(al.out_row0 + al.lout);
+        if lo < hi {
+            terms.clear();
+            for ci in 0..op.cin {
+                for t in 0..k {
+                    let i = lo + t * al.g.dilation - al.g.pad_before;
+                    terms.push((
+                        (ci * k + t) * cout,
+                        sp.base + ci * sp.cs + (i - al.in_row0) * c,
+                    ));
+                }
+            }
+            for a in 0..al.outer {
+                gemm_terms(
+                    &op.w,
+                    &src[a * al.lin * c..],
+                    terms,
+                    dst,
+                    dp.base + (a * al.lout + lo - al.out_row0) * c,
+                    dp.cs,
+                    cout,
+                    (hi - lo) * c,
+                    init,
+                );
+            }
+        }
+        for p in al.out_row0..al.out_row0 + al.lout {
+            if lo < hi && (lo..hi).contains(&p) {
+                continue;
+            }
+            terms.clear();
+            for ci in 0..op.cin {
+                for t in 0..k {
+                    if let Some(i) = al.input(p, t) {
+                        terms.push((
+                            (ci * k + t) * cout,
+                            sp.base + ci * sp.cs + (i - al.in_row0) * c,
+                        ));
+                    }
+                }
+            }
+            for a in 0..al.outer {
+                gemm_terms(
+                    &op.w,
+                    &src[a * al.lin * c..],
+                    terms,
+                    dst,
+                    dp.base + (a * al.lout + p - al.out_row0) * c,
+                    dp.cs,
+                    cout,
+                    c,
+                    init,
+                );
+            }
+        }
+        return;
+    }
+    // im2col along the axis: pack row (ci, t), column (u - u0) * c + j for output unit
+    // u = a * lout + p_local, in chunks of units.
+    let rows = op.cin * k;
+    let units = al.outer * al.lout;
+    let per_chunk = (PACK_FLOATS / (rows * c).max(1)).max(1);
+    for ur in ranges(units, per_chunk) {
+        let n = ur.len() * c;
+        grow(pack, rows * n);
+        for ci in 0..op.cin {
+            for t in 0..k {
+                let row = &mut pack[(ci * k + t) * n..(ci * k + t + 1) * n];
+                // Absolute output positions whose tap-`t` input is inside.
+                let valid = valid_outputs(&al.g, t, al.l_full, al.out_row0 + al.lout);
+                let mut u = ur.start;
+                while u < ur.end {
+                    let (a, pl0) = (u / al.lout, u % al.lout);
+                    let pl1 = al.lout.min(pl0 + (ur.end - u));
+                    let col = (u - ur.start) * c;
+                    let seg = &mut row[col..col + (pl1 - pl0) * c];
+                    let lo = valid.start.max(al.out_row0 + pl0);
+                    let hi = valid.end.min(al.out_row0 + pl1).max(lo);
+                    let (z0, z1) = ((lo - al.out_row0 - pl0) * c, (hi - al.out_row0 - pl0) * c);
+                    seg[..z0].fill(0.0);
+                    seg[z1..].fill(0.0);
+                    if lo < hi {
+                        let i0 = lo * s + t * al.g.dilation - al.g.pad_before;
+                        let from = sp.base + ci * sp.cs + (a * al.lin + i0 - al.in_row0) * c;
+                        let out = &mut seg[z0..z1];
+                        if s == 1 {
+                            out.copy_from_slice(&src[from..from + out.len()]);
+                        } else if c == 1 {
+                            for (j, v) in out.iter_mut().enumerate() {
+                                *v = src[from + j * s];
+                            }
+                        } else {
+                            for (j, chunk) in out.chunks_exact_mut(c).enumerate() {
+                                let f = from + j * s * c;
+                                chunk.copy_from_slice(&src[f..f + c]);
+                            }
+                        }
+                    }
+                    u += pl1 - pl0;
+                }
+            }
+        }
+        terms.clear();
+        terms.extend((0..rows).map(|r| (r * cout, r * n)));
+        gemm_terms(
+            &op.w,
+            pack,
+            terms,
+            dst,
+            dp.base + ur.start * c,
+            dp.cs,
+            cout,
+            n,
+            init,
+        );
+    }
+}

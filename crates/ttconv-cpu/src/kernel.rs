@@ -1,0 +1,578 @@
+//! A register-blocked GEMM whose operand rows are given by a table of offsets ("terms"), for the
+//! fused factorized forward (`fused.rs`).
+//!
+//! `C[i, j] (+)= sum_k A[a_k + i] * B[b_k + j]` for `i < m`, `j < n`: row `k` of the (virtual)
+//! `K x m` left operand starts at `A[a_k]` (its `m` entries contiguous: a weight `(K, m)` in
+//! row-major layout, or a core `(r_in, k, r_out)` with `K = r_in * k`), and row `k` of the `K x n`
+//! right operand starts at `B[b_k]` (its `n` entries contiguous). A shifted 1-D convolution is
+//! then one call whose terms point at shifted rows of the input: no im2col, no padded copy.
+//!
+//! When several row blocks of `C` reuse a block of `B`, that block is first packed tile by tile
+//! (`K x NR` contiguous per tile, zero-padded past `n`), so the micro-kernel streams it
+//! sequentially whatever the row strides of `B` (power-of-two strides would otherwise alias in
+//! L1). The micro-kernel keeps an `MR x NR` tile of `C` in registers: 8 x 32 with AVX-512
+//! (16 zmm), 6 x 16 with AVX2 + FMA (12 ymm); partial tiles use masked loads and stores, which
+//! never touch masked-out elements. Without either, a portable loop computes the same sums.
+
+use std::cell::RefCell;
+
+/// Columns per chunk: the packed `K x NC` block of `B` stays in L2 while every row block of `C`
+/// uses it.
+const NC: usize = 256;
+
+/// How a call starts its sums.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Init<'a> {
+    /// `C = sum` (overwrite).
+    Zero,
+    /// `C = bias[i] + sum` (`bias` has `m` entries).
+    Bias(&'a [f32]),
+}
+
+thread_local! {
+    /// Per-thread buffer for packed blocks of `B` (grown on demand, never shrunk).
+    static PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Which SIMD level this CPU runs (detected once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+/// Whether the CPU runs SIMD level `lv`.
+fn supported(lv: Level) -> bool {
+    match lv {
+        Level::Portable => true,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => false,
+    }
+}
+
+/// The best SIMD level of this CPU (detected once).
+fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        [Level::Avx512, Level::Avx2]
+            .into_iter()
+            .find(|&lv| supported(lv))
+            .unwrap_or(Level::Portable)
+    })
+}
+
+/// One GEMM call: `C[c0 + i * ldc + j] (init) sum_k A[a_k + i] * B[b_k + j]`, `i < m`, `j < n`,
+/// with `terms[k] = (a_k, b_k)`. Runs on the calling thread.
+///
+/// Panics when an operand would be read or written out of its slice, so the unchecked inner
+/// loops below only ever touch checked elements.
+pub(crate) fn gemm_terms(
+    a: &[f32],
+    b: &[f32],
+    terms: &[(usize, usize)],
+    c: &mut [f32],
+    c0: usize,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    init: Init<'_>,
+) {
+    gemm_at(level(), a, b, terms, c, c0, ldc, m, n, init);
+}
+
+/// [`gemm_terms`] at SIMD level `lv`, which the CPU must support.
+fn gemm_at(
+    lv: Level,
+    a: &[f32],
+    b: &[f32],
+    terms: &[(usize, usize)],
+    c: &mut [f32],
+    c0: usize,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    init: Init<'_>,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        c0 + (m - 1) * ldc + n <= c.len(),
+        "gemm_terms: C out of range"
+    );
+    if m > 1 {
+        assert!(ldc >= n, "gemm_terms: C rows overlap");
+    }
+    if let Init::Bias(bias) = init {
+        assert!(bias.len() >= m, "gemm_terms: bias too short");
+    }
+    for &(ak, bk) in terms {
+        assert!(ak + m <= a.len(), "gemm_terms: A out of range");
+        assert!(bk + n <= b.len(), "gemm_terms: B out of range");
+    }
+    let (mr, nr) = match lv {
+        Level::Avx512 => (8, 32),
+        Level::Avx2 => (6, 16),
+        Level::Portable => return portable(a, b, terms, c, c0, ldc, m, n, init),
+    };
+    // Pack `B` when at least three row blocks of `C` reuse it, or when its rows are a multiple
+    // of 4 KiB apart (they would all fall in the same L1 sets); two row blocks read it in place.
+    let aliased = terms
+        .windows(2)
+        .next()
+        .is_some_and(|w| w[1].1.abs_diff(w[0].1) % 1024 == 0);
+    let pack = !terms.is_empty()
+        && (m > 2 * mr
+            || (m > mr && aliased)
+            || (m > mr && std::env::var_os("TTX_PACK").is_some()));
+    PACK.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let k = terms.len();
+        if pack && buf.len() < k * NC.max(nr) {
+            buf.resize(k * NC.max(nr), 0.0);
+        }
+        for nc in (0..n).step_by(NC) {
+            let ncols = (n - nc).min(NC);
+            if pack {
+                let w_all = ncols.div_ceil(nr) * nr;
+                debug_assert!(w_all * k <= buf.len());
+                #[cfg(target_arch = "x86_64")]
+                #[allow(unsafe_code)]
+                // SAFETY: as below; `buf` holds `k * NC.max(nr)` floats, at least
+                // `ceil(ncols / nr) * nr * k`, and every read of `B` is at
+                // `b_k + nc + j < b_k + n` (masked lanes are not read).
+                unsafe {
+                    if mr == 8 {
+                        avx512::pack(b, terms, nc, ncols, &mut buf);
+                    } else {
+                        avx2::pack(b, terms, nc, ncols, &mut buf);
+                    }
+                }
+            }
+            let panel: &[f32] = &buf;
+            #[cfg(target_arch = "x86_64")]
+            #[allow(unsafe_code)]
+            // SAFETY: `lv` is `level()` or (in tests) a level `supported` confirmed, so the CPU has
+            // the instruction set the called function enables. Every
+            // element touched was bounds-checked above (`A[a_k .. a_k + m]`, `B[b_k .. b_k + n]`,
+            // `C[c0 + i * ldc .. + n]` for `i < m`, rows disjoint as `ldc >= n`) or lies in the
+            // packed panel, which holds `ceil(ncols / nr) * k * nr` floats.
+            unsafe {
+                let cc = c0 + nc;
+                if mr == 8 {
+                    avx512::block(
+                        a,
+                        b,
+                        terms,
+                        pack.then_some(panel),
+                        nc,
+                        c,
+                        cc,
+                        ldc,
+                        m,
+                        ncols,
+                        init,
+                    );
+                } else {
+                    avx2::block(
+                        a,
+                        b,
+                        terms,
+                        pack.then_some(panel),
+                        nc,
+                        c,
+                        cc,
+                        ldc,
+                        m,
+                        ncols,
+                        init,
+                    );
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (panel, nr);
+        }
+    });
+}
+
+/// The same sums with plain loops (no AVX2, or another architecture).
+fn portable(
+    a: &[f32],
+    b: &[f32],
+    terms: &[(usize, usize)],
+    c: &mut [f32],
+    c0: usize,
+    ldc: usize,
+    m: usize,
+    n: usize,
+    init: Init<'_>,
+) {
+    let mut acc = vec![0.0f32; n];
+    for i in 0..m {
+        acc.fill(0.0);
+        for &(ak, bk) in terms {
+            let av = a[ak + i];
+            for (s, &bv) in acc.iter_mut().zip(&b[bk..bk + n]) {
+                *s = av.mul_add(bv, *s);
+            }
+        }
+        let row = &mut c[c0 + i * ldc..c0 + i * ldc + n];
+        match init {
+            Init::Zero => row.copy_from_slice(&acc),
+            Init::Bias(bias) => row.iter_mut().zip(&acc).for_each(|(r, s)| *r = bias[i] + s),
+        }
+    }
+}
+
+/// Generates a SIMD module: `$mr x (2 * $lanes)` tiles over `$v` vectors.
+macro_rules! simd_module {
+    ($name:ident, $feat:literal, $v:ty, $mask:ty, $lanes:literal, $mr:literal,
+     zero = $zero:path, set1 = $set1:path, fmadd = $fmadd:path,
+     loadu = $loadu:path, storeu = $storeu:path, helpers = { $($helpers:tt)* }) => {
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        mod $name {
+            use std::arch::x86_64::*;
+
+            use super::Init;
+
+            const NR: usize = 2 * $lanes;
+
+            $($helpers)*
+
+            /// Columns `0..ncols` (at most `NC`) of the call, starting at column `nc` of `B` and
+            /// `cc` of `C`; `panel`, if given, is those columns of `B` packed tile by tile.
+            ///
+            /// # Safety
+            /// The instruction set `$feat` is available and the bounds of
+            /// [`super::gemm_terms`] hold.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn block(
+                a: &[f32],
+                b: &[f32],
+                terms: &[(usize, usize)],
+                panel: Option<&[f32]>,
+                nc: usize,
+                c: &mut [f32],
+                cc: usize,
+                ldc: usize,
+                m: usize,
+                ncols: usize,
+                init: Init<'_>,
+            ) {
+                let k = terms.len();
+                // SAFETY (every `add`): offsets inside the ranges the caller checked.
+                unsafe {
+                    let cp = c.as_mut_ptr().add(cc);
+                    for i0 in (0..m).step_by($mr) {
+                        let mr = (m - i0).min($mr);
+                        let bias = match init {
+                            Init::Bias(bias) => Some(&bias[i0..i0 + mr]),
+                            Init::Zero => None,
+                        };
+                        for (jt, j0) in (0..ncols).step_by(NR).enumerate() {
+                            let nr = (ncols - j0).min(NR);
+                            let (bp, packed) = match panel {
+                                Some(p) => (p.as_ptr().add(jt * k * NR), true),
+                                None => (b.as_ptr().add(nc + j0), false),
+                            };
+                            let ap = a.as_ptr().add(i0);
+                            let ct = cp.add(i0 * ldc + j0);
+                            macro_rules! go {
+                                ($r:literal) => {
+                                    tile::<$r>(ap, bp, packed, terms, ct, ldc, nr, bias)
+                                };
+                            }
+                            match mr {
+                                8 => go!(8),
+                                7 => go!(7),
+                                6 => go!(6),
+                                5 => go!(5),
+                                4 => go!(4),
+                                3 => go!(3),
+                                2 => go!(2),
+                                _ => go!(1),
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// Packs columns `nc .. nc + ncols` of `B` tile by tile:
+            /// `buf[(jt * k + kk) * NR + jj] = B[b_kk + nc + jt * NR + jj]`, zero past `ncols`.
+            ///
+            /// # Safety
+            /// The instruction set `$feat` is available, `B[b_k + nc .. b_k + nc + ncols]` is in
+            /// bounds for every term and `buf` holds `ceil(ncols / NR) * NR * k` floats.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn pack(
+                b: &[f32],
+                terms: &[(usize, usize)],
+                nc: usize,
+                ncols: usize,
+                buf: &mut [f32],
+            ) {
+                let k = terms.len();
+                // SAFETY: reads inside the checked `B` ranges (masked lanes excluded), writes
+                // inside `buf` (caller).
+                unsafe {
+                    let bp = b.as_ptr().add(nc);
+                    let out = buf.as_mut_ptr();
+                    for (jt, j0) in (0..ncols).step_by(NR).enumerate() {
+                        let w = (ncols - j0).min(NR);
+                        let dst = out.add(jt * k * NR);
+                        if w == NR {
+                            for (kk, &(_, bk)) in terms.iter().enumerate() {
+                                let src = bp.add(bk + j0);
+                                $storeu(dst.add(kk * NR), $loadu(src));
+                                $storeu(dst.add(kk * NR + $lanes), $loadu(src.add($lanes)));
+                            }
+                        } else {
+                            let m0: $mask = mask(w.min($lanes));
+                            let m1: $mask = mask(w.saturating_sub($lanes));
+                            for (kk, &(_, bk)) in terms.iter().enumerate() {
+                                let src = bp.add(bk + j0);
+                                $storeu(dst.add(kk * NR), maskload(src, m0));
+                                $storeu(dst.add(kk * NR + $lanes), maskload(src.add($lanes), m1));
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// One `R x nr` tile (`nr <= NR`): `a` points at `A[i0]`, `b` at column `j0` of `B`
+            /// (row `k` at `b + b_k`) or at the packed tile (row `k` at `b + k * NR`, `NR`
+            /// floats, zero past `nr`), `c` at `C[i0, j0]`.
+            ///
+            /// # Safety
+            /// As [`block`], for rows `0..R` and columns `0..nr` relative to the pointers.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn tile<const R: usize>(
+                a: *const f32,
+                b: *const f32,
+                packed: bool,
+                terms: &[(usize, usize)],
+                c: *mut f32,
+                ldc: usize,
+                nr: usize,
+                bias: Option<&[f32]>,
+            ) {
+                let mut acc: [[$v; 2]; R] = [[$zero(); 2]; R];
+                if let Some(bias) = bias {
+                    for i in 0..R {
+                        let v = $set1(bias[i]);
+                        acc[i] = [v, v];
+                    }
+                }
+                let full = nr == NR;
+                let m0: $mask = mask(nr.min($lanes));
+                let m1: $mask = mask(nr.saturating_sub($lanes));
+                // SAFETY: pointers `a + a_k + i` (i < R), `b + b_k + j` (unmasked j < nr) or
+                // the packed tile, and `c + i * ldc + j` (j < nr), all in checked ranges.
+                unsafe {
+                    if packed {
+                        for (kk, &(ak, _)) in terms.iter().enumerate() {
+                            let br = b.add(kk * NR);
+                            let b0 = $loadu(br);
+                            let b1 = $loadu(br.add($lanes));
+                            let ar = a.add(ak);
+                            for i in 0..R {
+                                let av = $set1(*ar.add(i));
+                                acc[i][0] = $fmadd(av, b0, acc[i][0]);
+                                acc[i][1] = $fmadd(av, b1, acc[i][1]);
+                            }
+                        }
+                    } else if full {
+                        for &(ak, bk) in terms {
+                            let b0 = $loadu(b.add(bk));
+                            let b1 = $loadu(b.add(bk + $lanes));
+                            let ar = a.add(ak);
+                            for i in 0..R {
+                                let av = $set1(*ar.add(i));
+                                acc[i][0] = $fmadd(av, b0, acc[i][0]);
+                                acc[i][1] = $fmadd(av, b1, acc[i][1]);
+                            }
+                        }
+                    } else {
+                        for &(ak, bk) in terms {
+                            let b0 = maskload(b.add(bk), m0);
+                            let b1 = maskload(b.add(bk + $lanes), m1);
+                            let ar = a.add(ak);
+                            for i in 0..R {
+                                let av = $set1(*ar.add(i));
+                                acc[i][0] = $fmadd(av, b0, acc[i][0]);
+                                acc[i][1] = $fmadd(av, b1, acc[i][1]);
+                            }
+                        }
+                    }
+                    for i in 0..R {
+                        let cr = c.add(i * ldc);
+                        if full {
+                            $storeu(cr, acc[i][0]);
+                            $storeu(cr.add($lanes), acc[i][1]);
+                        } else {
+                            maskstore(cr, m0, acc[i][0]);
+                            maskstore(cr.add($lanes), m1, acc[i][1]);
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+simd_module!(
+    avx2,
+    "avx2,fma",
+    __m256,
+    __m256i,
+    8,
+    6,
+    zero = _mm256_setzero_ps,
+    set1 = _mm256_set1_ps,
+    fmadd = _mm256_fmadd_ps,
+    loadu = _mm256_loadu_ps,
+    storeu = _mm256_storeu_ps,
+    helpers = {
+        /// Lanes `0..n` (`n <= 8`) set.
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        fn mask(n: usize) -> __m256i {
+            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx)
+        }
+        /// # Safety
+        /// The lanes set in `m` are readable at `p`.
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn maskload(p: *const f32, m: __m256i) -> __m256 {
+            // SAFETY: masked-out lanes are not accessed; the others are readable (caller).
+            unsafe { _mm256_maskload_ps(p, m) }
+        }
+        /// # Safety
+        /// The lanes set in `m` are writable at `p`.
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn maskstore(p: *mut f32, m: __m256i, v: __m256) {
+            // SAFETY: masked-out lanes are not accessed; the others are writable (caller).
+            unsafe { _mm256_maskstore_ps(p, m, v) }
+        }
+    }
+);
+
+simd_module!(
+    avx512,
+    "avx512f",
+    __m512,
+    __mmask16,
+    16,
+    8,
+    zero = _mm512_setzero_ps,
+    set1 = _mm512_set1_ps,
+    fmadd = _mm512_fmadd_ps,
+    loadu = _mm512_loadu_ps,
+    storeu = _mm512_storeu_ps,
+    helpers = {
+        /// Lanes `0..n` (`n <= 16`) set.
+        #[inline]
+        fn mask(n: usize) -> __mmask16 {
+            ((1u32 << n) - 1) as __mmask16
+        }
+        /// # Safety
+        /// The lanes set in `m` are readable at `p`.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn maskload(p: *const f32, m: __mmask16) -> __m512 {
+            // SAFETY: masked-out lanes are not accessed; the others are readable (caller).
+            unsafe { _mm512_maskz_loadu_ps(m, p) }
+        }
+        /// # Safety
+        /// The lanes set in `m` are writable at `p`.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn maskstore(p: *mut f32, m: __mmask16, v: __m512) {
+            // SAFETY: masked-out lanes are not accessed; the others are writable (caller).
+            unsafe { _mm512_mask_storeu_ps(p, m, v) }
+        }
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(
+        a: &[f32],
+        b: &[f32],
+        terms: &[(usize, usize)],
+        c: &mut [f32],
+        c0: usize,
+        ldc: usize,
+        m: usize,
+        n: usize,
+        init: Init<'_>,
+    ) {
+        for i in 0..m {
+            for j in 0..n {
+                let s: f64 = terms
+                    .iter()
+                    .map(|&(ak, bk)| f64::from(a[ak + i]) * f64::from(b[bk + j]))
+                    .sum();
+                let cell = &mut c[c0 + i * ldc + j];
+                *cell = match init {
+                    Init::Zero => s as f32,
+                    Init::Bias(bias) => (f64::from(bias[i]) + s) as f32,
+                };
+            }
+        }
+    }
+
+    #[test]
+    fn matches_naive_on_every_tile_shape() {
+        let a: Vec<f32> = (0..400)
+            .map(|i| ((i * 37) % 23) as f32 * 0.1 - 1.0)
+            .collect();
+        let b: Vec<f32> = (0..900)
+            .map(|i| ((i * 13) % 17) as f32 * 0.1 - 0.8)
+            .collect();
+        let bias: Vec<f32> = (0..20).map(|i| i as f32 * 0.5).collect();
+        for m in [1, 2, 5, 6, 7, 8, 9, 13, 17] {
+            for n in [1, 7, 8, 9, 15, 16, 17, 31, 33, 40, 130, 200, 300] {
+                for kind in 0..2 {
+                    let terms: Vec<(usize, usize)> =
+                        (0..5).map(|k| (k * 21 + k % 3, k * 97 + 3 * k)).collect();
+                    let ldc = n + 3;
+                    let init = match kind {
+                        0 => Init::Zero,
+                        _ => Init::Bias(&bias),
+                    };
+                    let got: Vec<f32> = (0..m * ldc + 2).map(|i| i as f32 * 0.01).collect();
+                    let mut want = got.clone();
+                    naive(&a, &b, &terms, &mut want, 2, ldc, m, n, init);
+                    for lv in [Level::Portable, Level::Avx2, Level::Avx512] {
+                        if !supported(lv) {
+                            continue;
+                        }
+                        let mut got = got.clone();
+                        gemm_at(lv, &a, &b, &terms, &mut got, 2, ldc, m, n, init);
+                        for (g, w) in got.iter().zip(&want) {
+                            assert!(
+                                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                                "{lv:?} m={m} n={n} {g} {w}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
