@@ -63,15 +63,7 @@ pub fn tt_round<T: Scalar>(
     let mut cores = right_orthogonalize(cores64);
     let norm = cores[0].iter().map(|v| v * v).sum::<f64>().sqrt();
     let rule = StepRule::new(truncation, &shape, norm)?;
-    let mut report = TruncationReport {
-        requested_ranks: rule.requested(),
-        ranks: Vec::new(),
-        rel_error: 0.0,
-        singular_values: Vec::new(),
-        discarded: Vec::new(),
-        methods: Vec::new(),
-        norm,
-    };
+    let mut report = TruncationReport::start(rule.requested(), norm);
     let mut out: Vec<Array3<T>> = Vec::with_capacity(order);
     for k in 0..order - 1 {
         let (rl, n, rr) = cores[k].dim();
@@ -82,19 +74,11 @@ pub fn tt_round<T: Scalar>(
         let (nl, nn, nr) = cores[k + 1].dim();
         let next = carry.dot(&cores[k + 1].to_shape((nl, nn * nr)).expect("contiguous"));
         cores[k + 1] = reshape_owned(next, (t.rank, nn, nr));
-        report.singular_values.push(t.singular_values);
-        report.discarded.push(t.discarded2);
-        report.methods.push(t.method);
+        report.push_step(t.singular_values, t.discarded2, t.method);
     }
     out.push(cores[order - 1].mapv(T::from_f64));
-    let discarded: f64 = report.discarded.iter().sum();
-    report.rel_error = if norm > 0.0 {
-        discarded.max(0.0).sqrt() / norm
-    } else {
-        0.0
-    };
     let result = TtTensor::new(out)?;
-    report.ranks = result.ranks();
+    report.finish(result.ranks());
     Ok((result, report))
 }
 

@@ -72,3 +72,41 @@ pub struct TruncationReport {
     /// `||T||_F`.
     pub norm: f64,
 }
+
+impl TruncationReport {
+    /// An empty report for a decomposition of a tensor of norm `norm`.
+    pub(crate) fn start(requested_ranks: Option<Vec<usize>>, norm: f64) -> Self {
+        Self {
+            requested_ranks,
+            ranks: Vec::new(),
+            rel_error: 0.0,
+            singular_values: Vec::new(),
+            discarded: Vec::new(),
+            methods: Vec::new(),
+            norm,
+        }
+    }
+
+    /// Records one unfolding step.
+    pub(crate) fn push_step(
+        &mut self,
+        singular_values: Vec<f64>,
+        discarded: f64,
+        method: SvdMethod,
+    ) {
+        self.singular_values.push(singular_values);
+        self.discarded.push(discarded);
+        self.methods.push(method);
+    }
+
+    /// Sets the final ranks and the relative error `sqrt(sum of discarded) / norm`.
+    pub(crate) fn finish(&mut self, ranks: Vec<usize>) {
+        let discarded: f64 = self.discarded.iter().sum();
+        self.rel_error = if self.norm > 0.0 {
+            discarded.max(0.0).sqrt() / self.norm
+        } else {
+            0.0
+        };
+        self.ranks = ranks;
+    }
+}

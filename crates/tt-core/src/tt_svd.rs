@@ -95,34 +95,18 @@ pub fn tt_svd<T: Scalar>(
     let order = shape.len();
     let mut ranks = vec![1usize; order + 1];
     let mut cores = Vec::with_capacity(order);
-    let mut report = TruncationReport {
-        requested_ranks: rule.requested(),
-        ranks: Vec::new(),
-        rel_error: 0.0,
-        singular_values: Vec::new(),
-        discarded: Vec::new(),
-        methods: Vec::new(),
-        norm,
-    };
+    let mut report = TruncationReport::start(rule.requested(), norm);
     for k in 0..order - 1 {
         let m = ranks[k] * shape[k];
         let n = carry.len() / m;
         let t = truncated_svd(&carry, m, n, rule.keep(k, m, n))?;
         ranks[k + 1] = t.rank;
         cores.push(core_from(&t.u, ranks[k], shape[k], t.rank));
-        report.singular_values.push(t.singular_values);
-        report.discarded.push(t.discarded2);
-        report.methods.push(t.method);
+        report.push_step(t.singular_values, t.discarded2, t.method);
         carry = t.carry;
     }
     cores.push(core_from(&carry, ranks[order - 1], shape[order - 1], 1));
-    let discarded: f64 = report.discarded.iter().sum();
-    report.rel_error = if norm > 0.0 {
-        discarded.max(0.0).sqrt() / norm
-    } else {
-        0.0
-    };
-    report.ranks = ranks;
+    report.finish(ranks);
     Ok((TtTensor::new(cores)?, report))
 }
 
