@@ -4,7 +4,7 @@
 //! (an `assert!`, since a violation is a bug of this crate), which is what makes its `unsafe`
 //! launch sound; all launches go to the device's single stream.
 
-use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 
 use crate::blas::to_i32;
 use crate::device::Device;
@@ -241,34 +241,21 @@ pub(crate) fn conv_along_fwd(
     assert!(x.len() >= d.input_len() && y.len() >= d.output_len());
     assert!(core.len() >= d.r_in * d.k * d.r_out && d.stride > 0 && d.dil > 0);
     let (cfg, chunk) = along_config(positions, d.r_out, d.r_in, d.k)?;
-    let a = AlongArgs::new(d)?;
-    let chunk = chunk as i32;
-    // SAFETY: the argument list matches `ttc_conv_along_fwd` (three float pointers, then int,
-    // int, int, long long, int, long long, int, int, int, int, int, int); the kernel reads x at
-    // in-range positions only (it tests 0 <= ip < len), reads core[< r_in * k * r_out], writes
-    // y[< batch * r_out * outer * len_out * inner], all covered by the assertions above; the
-    // dynamic shared memory holds chunk * k * TILE floats as the kernel stages.
-    let r = unsafe {
-        dev.stream
-            .launch_builder(&dev.kernels.conv_along_fwd)
-            .arg(x)
-            .arg(core)
-            .arg(y)
-            .arg(&a.batch)
-            .arg(&a.r_in)
-            .arg(&a.r_out)
-            .arg(&a.outer)
-            .arg(&a.len)
-            .arg(&a.inner)
-            .arg(&a.len_out)
-            .arg(&a.k)
-            .arg(&a.stride)
-            .arg(&a.dil)
-            .arg(&a.pad)
-            .arg(&chunk)
-            .launch(cfg)
-    };
-    launched(r, "1-D convolution kernel")
+    // The kernel reads x at in-range positions only (it tests 0 <= ip < len), reads
+    // core[< r_in * k * r_out] and writes y[< batch * r_out * outer * len_out * inner]: covered by
+    // the assertions above.
+    let kernel = &dev.kernels.conv_along_fwd;
+    launch_along(
+        dev,
+        kernel,
+        x,
+        core,
+        y,
+        d,
+        cfg,
+        chunk,
+        "1-D convolution kernel",
+    )
 }
 
 /// The transposed 1-D convolution (input gradient of [`conv_along_fwd`]) into `gx`.
@@ -286,18 +273,39 @@ pub(crate) fn conv_along_bwd_input(
     assert!(gy.len() >= d.output_len() && gx.len() >= d.input_len());
     assert!(core.len() >= d.r_in * d.k * d.r_out && d.stride > 0 && d.dil > 0);
     let (cfg, chunk) = along_config(positions, d.r_in, d.r_out, d.k)?;
+    // The kernel reads gy at 0 <= p < len_out only, core[< r_in * k * r_out], and writes
+    // gx[< batch * r_in * outer * len * inner]: covered by the assertions above.
+    let kernel = &dev.kernels.conv_along_bwd_input;
+    let op = "transposed 1-D convolution kernel";
+    launch_along(dev, kernel, gy, core, gx, d, cfg, chunk, op)
+}
+
+/// Launches one of the two 1-D convolution kernels, which share their parameter list: three float
+/// pointers (input, core, output), then batch, r_in, r_out (int), outer (long long), len (int),
+/// inner (long long), len_out, k, stride, dilation, padding, chunk (int). The caller has checked
+/// that every buffer covers what the kernel reads and writes for `d`; `op` names it in errors.
+fn launch_along(
+    dev: &Device,
+    kernel: &CudaFunction,
+    input: &CudaView<'_, f32>,
+    core: &CudaView<'_, f32>,
+    output: &mut CudaViewMut<'_, f32>,
+    d: &AlongDims,
+    cfg: LaunchConfig,
+    chunk: usize,
+    op: &'static str,
+) -> Result<()> {
     let a = AlongArgs::new(d)?;
     let chunk = chunk as i32;
-    // SAFETY: the argument list matches `ttc_conv_along_bwd_input` (same order as the forward
-    // kernel); it reads gy at 0 <= p < len_out only, core[< r_in * k * r_out], writes
-    // gx[< batch * r_in * outer * len * inner], covered by the assertions above; the dynamic
-    // shared memory holds chunk * k * TILE floats.
+    // SAFETY: the argument list matches the kernels' parameter list above, in order and type;
+    // the buffers are large enough (the caller's assertions); the dynamic shared memory of `cfg`
+    // holds chunk * k * CHANNEL_TILE floats as the kernels stage them (`along_config`).
     let r = unsafe {
         dev.stream
-            .launch_builder(&dev.kernels.conv_along_bwd_input)
-            .arg(gy)
+            .launch_builder(kernel)
+            .arg(input)
             .arg(core)
-            .arg(gx)
+            .arg(output)
             .arg(&a.batch)
             .arg(&a.r_in)
             .arg(&a.r_out)
@@ -312,7 +320,7 @@ pub(crate) fn conv_along_bwd_input(
             .arg(&chunk)
             .launch(cfg)
     };
-    launched(r, "transposed 1-D convolution kernel")
+    launched(r, op)
 }
 
 /// Products of the spatial sizes of `g`: `(taps, output positions, input positions)`.
