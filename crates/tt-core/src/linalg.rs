@@ -18,7 +18,7 @@ use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::evd::{ComputeEigenvectors, self_adjoint_evd, self_adjoint_evd_scratch};
 use faer::linalg::matmul::matmul;
 use faer::linalg::svd::{ComputeSvdVectors, svd, svd_scratch};
-use faer::{Accum, Mat, MatRef, Par};
+use faer::{Accum, Mat, MatRef, Par, Side};
 
 use crate::error::{Error, Result};
 
@@ -47,6 +47,10 @@ pub enum SvdMethod {
     ThinSvd,
     /// Eigen-decomposition of the smaller Gram matrix (checked to be resolved).
     Gram,
+    /// Nothing to truncate (the kept rank equals the row count): the left factor is the identity
+    /// and the matrix is carried on unchanged, exactly; the singular values are reported from the
+    /// Gram matrix's eigenvalues (accurate to about `sqrt(m eps) sigma_0` for the smallest).
+    Identity,
 }
 
 /// How many singular triplets to keep.
@@ -126,6 +130,12 @@ fn row_major(mat: MatRef<'_, f64>, rows: usize, cols: usize) -> Vec<f64> {
 pub(crate) fn truncated_svd(a: &[f64], m: usize, n: usize, rule: KeepRule) -> Result<Truncated> {
     debug_assert_eq!(a.len(), m * n);
     let mat = MatRef::from_row_major_slice(a, m, n);
+    if let KeepRule::Rank(r) = rule
+        && r >= m
+        && m <= n
+    {
+        return identity(mat, a);
+    }
     if m <= n
         && m >= GRAM_MIN_DIM
         && let Some(t) = gram_wide(mat, rule)?
@@ -204,6 +214,33 @@ fn thin(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Truncated> {
         discarded2: tail_sum(&sigma2, r),
         singular_values: s,
         method: SvdMethod::ThinSvd,
+    })
+}
+
+/// `A = I_m A`: nothing is truncated, so no factorisation is needed.
+fn identity(a: MatRef<'_, f64>, data: &[f64]) -> Result<Truncated> {
+    let (m, n) = (a.nrows(), a.ncols());
+    let par = parallelism(m, n);
+    let mut gram = Mat::<f64>::zeros(m, m);
+    matmul(gram.as_mut(), Accum::Replace, a, a.transpose(), 1.0, par);
+    let singular_values = gram
+        .self_adjoint_eigenvalues(Side::Lower)
+        .map_err(|_| Error::NoConvergence("Gram eigenvalues"))?
+        .iter()
+        .rev()
+        .map(|&v| v.max(0.0).sqrt())
+        .collect();
+    let mut u = vec![0.0; m * m];
+    for i in 0..m {
+        u[i * m + i] = 1.0;
+    }
+    Ok(Truncated {
+        rank: m,
+        u,
+        carry: data.to_vec(),
+        singular_values,
+        discarded2: 0.0,
+        method: SvdMethod::Identity,
     })
 }
 

@@ -124,6 +124,7 @@ fn methods(report: &TruncationReport) -> String {
         .map(|m| match m {
             SvdMethod::Gram => 'G',
             SvdMethod::ThinSvd => 'S',
+            SvdMethod::Identity => 'I',
         })
         .collect()
 }
