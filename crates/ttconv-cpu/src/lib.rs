@@ -118,6 +118,15 @@ impl Backend for CpuBackend {
         Ok(x.as_standard_layout().into_owned())
     }
 
+    fn into_host(&self, x: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        // Tensors are host arrays already: hand it over (copying only a non-standard layout).
+        Ok(if x.is_standard_layout() {
+            x
+        } else {
+            x.as_standard_layout().into_owned()
+        })
+    }
+
     fn shape(&self, x: &ArrayD<f32>) -> Vec<usize> {
         x.shape().to_vec()
     }

@@ -72,6 +72,12 @@ pub trait Backend: Send + Sync {
     fn upload(&self, x: ArrayViewD<'_, f32>) -> Result<Self::Tensor>;
     /// Copies a backend tensor back to the host.
     fn download(&self, x: &Self::Tensor) -> Result<ArrayD<f32>>;
+    /// Moves a backend tensor to the host; the default copies it with [`Self::download`], a
+    /// backend whose tensors already live on the host returns them without a copy.
+    fn into_host(&self, x: Self::Tensor) -> Result<ArrayD<f32>> {
+        self.download(&x)
+    }
+
     /// The shape of a backend tensor.
     fn shape(&self, x: &Self::Tensor) -> Vec<usize>;
 
