@@ -118,7 +118,7 @@ impl Backend for CpuBackend {
         Ok(x.as_standard_layout().into_owned())
     }
 
-    fn into_host(&self, x: ArrayD<f32>) -> Result<ArrayD<f32>> {
+    fn download_owned(&self, x: ArrayD<f32>) -> Result<ArrayD<f32>> {
         // Tensors are host arrays already: hand it over (copying only a non-standard layout).
         Ok(if x.is_standard_layout() {
             x

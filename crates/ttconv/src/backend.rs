@@ -74,7 +74,7 @@ pub trait Backend: Send + Sync {
     fn download(&self, x: &Self::Tensor) -> Result<ArrayD<f32>>;
     /// Moves a backend tensor to the host; the default copies it with [`Self::download`], a
     /// backend whose tensors already live on the host returns them without a copy.
-    fn into_host(&self, x: Self::Tensor) -> Result<ArrayD<f32>> {
+    fn download_owned(&self, x: Self::Tensor) -> Result<ArrayD<f32>> {
         self.download(&x)
     }
 

@@ -136,7 +136,7 @@ impl<B: Backend> PreparedTtConv<'_, B> {
             }
         };
         Ok(Gradients {
-            input: input.map(|t| backend.into_host(t)).transpose()?,
+            input: input.map(|t| backend.download_owned(t)).transpose()?,
             cores,
             bias,
         })

@@ -65,7 +65,7 @@ impl TtConv {
         let prepared = self.prepare(backend)?;
         let xt = backend.upload(x)?;
         let y = prepared.forward_with(&xt, implementation)?;
-        backend.into_host(y)
+        backend.download_owned(y)
     }
 }
 
