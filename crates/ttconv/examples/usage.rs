@@ -24,7 +24,11 @@ fn main() -> Result<(), ttconv::Error> {
         report.rel_error,
     );
     let cpu = CpuBackend::new();
-    let x = ArrayD::from_shape_fn(IxDyn(&[2, 16, 28, 28]), |i| ((i[2] * i[3]) % 5) as f32);
+    let x = ArrayD::from_shape_fn(IxDyn(&[2, 16, 28, 28]), |i| {
+        // Pseudo-random values in [-0.5, 0.5): a multiplicative hash of the index.
+        let h = (i[0] * 7919 + i[1] * 104_729 + i[2] * 1_299_709 + i[3] * 15_485_863) % 1000;
+        h as f32 / 1000.0 - 0.5
+    });
     let y = layer.forward_with(&cpu, x.view(), Implementation::Factorized)?;
     let dense = oracle::conv_nd(x.view(), kernel.view(), None, layer.geometry())?;
     let num: f32 = y
