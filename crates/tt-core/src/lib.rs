@@ -13,6 +13,7 @@
 pub mod array;
 pub mod error;
 pub mod linalg;
+pub mod project;
 pub mod rank;
 pub mod round;
 pub mod scalar;

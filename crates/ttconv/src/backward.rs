@@ -13,9 +13,7 @@
 //!
 //! Both give the same gradients up to rounding.
 
-use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD, Axis, IxDyn};
-
-use tt_core::array::reshape_owned;
+use ndarray::{Array1, Array3, ArrayD, ArrayViewD, Axis, IxDyn};
 
 use crate::backend::{Backend, FactorizedActivations};
 use crate::config::Implementation;
@@ -191,62 +189,18 @@ impl<B: Backend> PreparedTtConv<'_, B> {
         } else {
             None
         };
-        Ok((input, project_onto_cores(layer, g_kernel.view())))
+        Ok((input, project_onto_cores(layer, g_kernel.view())?))
     }
 }
 
-/// Projects a dense kernel gradient `(out, in, k..)` onto every core (see the module docs).
-fn project_onto_cores(layer: &TtConv, g_kernel: ArrayViewD<'_, f32>) -> Vec<Array3<f32>> {
+/// Projects a dense kernel gradient `(out, in, k..)` onto every core (see the module docs), in
+/// f64 by [`tt_core::TtTensor::project_dense_gradient`].
+fn project_onto_cores(layer: &TtConv, g_kernel: ArrayViewD<'_, f32>) -> Result<Vec<Array3<f32>>> {
     let d = layer.order();
-    // (out, in, k..) -> (in, k.., out), in f64.
+    // (out, in, k..) -> (in, k.., out)
     let mut perm: Vec<usize> = (1..d + 2).collect();
     perm.push(0);
-    let g: Vec<f64> = g_kernel
-        .permuted_axes(IxDyn(&perm))
-        .iter()
-        .map(|&v| f64::from(v))
-        .collect();
-    let cores: Vec<Array3<f64>> = layer
+    Ok(layer
         .tt()
-        .cores()
-        .iter()
-        .map(|c| c.mapv(f64::from))
-        .collect();
-    let total = g.len();
-    // left[k]: (n_0..n_{k-1}, r_k); right[k]: (r_{k+1}, n_{k+1}..).
-    let mut left = vec![Array2::<f64>::ones((1, 1))];
-    for c in &cores[..cores.len() - 1] {
-        let (rl, nk, rr) = c.dim();
-        let prev = left.last().expect("non-empty");
-        let prod = prev.dot(&c.to_shape((rl, nk * rr)).expect("contiguous"));
-        let rows = prod.nrows() * nk;
-        left.push(reshape_owned(prod, (rows, rr)));
-    }
-    let mut right = vec![Array2::<f64>::ones((1, 1))];
-    for c in cores[1..].iter().rev() {
-        let (rl, nk, rr) = c.dim();
-        let next = right.last().expect("non-empty");
-        // (rl, nk, rr) x (rr, Q) -> (rl, nk * Q)
-        let prod = c.to_shape((rl * nk, rr)).expect("contiguous").dot(next);
-        let cols = nk * next.ncols();
-        right.push(reshape_owned(prod, (rl, cols)));
-    }
-    right.reverse();
-    cores
-        .iter()
-        .enumerate()
-        .map(|(k, c)| {
-            let (rl, nk, rr) = c.dim();
-            let p_left = left[k].nrows();
-            let p_right = total / (p_left * nk);
-            let gm = ndarray::ArrayView2::from_shape((p_left, nk * p_right), &g)
-                .expect("gradient unfolds");
-            // (rl, nk * p_right)
-            let t = left[k].t().dot(&gm);
-            let t = reshape_owned(t, (rl * nk, p_right));
-            // (rl * nk, rr)
-            let out = t.dot(&right[k].t());
-            reshape_owned(out, (rl, nk, rr)).mapv(|v| v as f32)
-        })
-        .collect()
+        .project_dense_gradient(g_kernel.permuted_axes(IxDyn(&perm)))?)
 }
