@@ -134,10 +134,7 @@ fn gemm_at(
         .windows(2)
         .next()
         .is_some_and(|w| w[1].1.abs_diff(w[0].1) % 1024 == 0);
-    let pack = !terms.is_empty()
-        && (m > 2 * mr
-            || (m > mr && aliased)
-            || (m > mr && std::env::var_os("TTX_PACK").is_some()));
+    let pack = !terms.is_empty() && (m > 2 * mr || (m > mr && aliased));
     PACK.with(|buf| {
         let mut buf = buf.borrow_mut();
         let k = terms.len();
