@@ -525,39 +525,13 @@ fn conv(
         let hi = (al.l_full + al.g.pad_before)
             .saturating_sub(span)
             .min(al.out_row0 + al.lout);
-        if lo < hi {
+        // One call per run of output positions `p0..p0 + len` that read the same taps: the
+        // interior block (every tap inside) at once, each border position alone.
+        let mut run = |p0: usize, len: usize, terms: &mut Vec<(usize, usize)>| {
             terms.clear();
             for ci in 0..op.cin {
                 for t in 0..k {
-                    let i = lo + t * al.g.dilation - al.g.pad_before;
-                    terms.push((
-                        (ci * k + t) * cout,
-                        sp.base + ci * sp.cs + (i - al.in_row0) * c,
-                    ));
-                }
-            }
-            for a in 0..al.outer {
-                gemm_terms(
-                    &op.w,
-                    &src[a * al.lin * c..],
-                    terms,
-                    dst,
-                    dp.base + (a * al.lout + lo - al.out_row0) * c,
-                    dp.cs,
-                    cout,
-                    (hi - lo) * c,
-                    init,
-                );
-            }
-        }
-        for p in al.out_row0..al.out_row0 + al.lout {
-            if lo < hi && (lo..hi).contains(&p) {
-                continue;
-            }
-            terms.clear();
-            for ci in 0..op.cin {
-                for t in 0..k {
-                    if let Some(i) = al.input(p, t) {
+                    if let Some(i) = al.input(p0, t) {
                         terms.push((
                             (ci * k + t) * cout,
                             sp.base + ci * sp.cs + (i - al.in_row0) * c,
@@ -571,12 +545,20 @@ fn conv(
                     &src[a * al.lin * c..],
                     terms,
                     dst,
-                    dp.base + (a * al.lout + p - al.out_row0) * c,
+                    dp.base + (a * al.lout + p0 - al.out_row0) * c,
                     dp.cs,
                     cout,
-                    c,
+                    len * c,
                     init,
                 );
+            }
+        };
+        if lo < hi {
+            run(lo, hi - lo, terms);
+        }
+        for p in al.out_row0..al.out_row0 + al.lout {
+            if !(lo..hi).contains(&p) {
+                run(p, 1, terms);
             }
         }
         return;

@@ -50,8 +50,26 @@ pub(crate) fn column_tasks<'a>(
     chunk: usize,
     unit: usize,
 ) -> Vec<ColumnTask<'a>> {
-    let (batch, _, cols) = y.dim();
-    let units = cols.checked_div(unit).unwrap_or(0);
+    let units = y.dim().2.checked_div(unit).unwrap_or(0);
+    split_items(y, Axis(1), units, chunk, unit)
+}
+
+/// Splits `y` `(batch, rows, cols)` into disjoint blocks of `chunk` rows per batch item.
+pub(crate) fn row_tasks<'a>(y: ArrayViewMut3<'a, f32>, chunk: usize) -> Vec<ColumnTask<'a>> {
+    let rows = y.dim().1;
+    split_items(y, Axis(0), rows, chunk, 1)
+}
+
+/// Per batch item, cuts the item's `axis` (of its 2-D view) into blocks of `chunk * unit`
+/// indices covering `units * unit` of them, in order.
+fn split_items<'a>(
+    y: ArrayViewMut3<'a, f32>,
+    axis: Axis,
+    units: usize,
+    chunk: usize,
+    unit: usize,
+) -> Vec<ColumnTask<'a>> {
+    let batch = y.dim().0;
     let mut tasks = Vec::new();
     let mut rest = y;
     for b in 0..batch {
@@ -59,25 +77,7 @@ pub(crate) fn column_tasks<'a>(
         rest = tail;
         let mut item = item.index_axis_move(Axis(0), 0);
         for r in ranges(units, chunk) {
-            let (head, tail) = item.split_at(Axis(1), r.len() * unit);
-            item = tail;
-            tasks.push((b, r, head));
-        }
-    }
-    tasks
-}
-
-/// Splits `y` `(batch, rows, cols)` into disjoint blocks of `chunk` rows per batch item.
-pub(crate) fn row_tasks<'a>(y: ArrayViewMut3<'a, f32>, chunk: usize) -> Vec<ColumnTask<'a>> {
-    let (batch, rows, _) = y.dim();
-    let mut tasks = Vec::new();
-    let mut rest = y;
-    for b in 0..batch {
-        let (item, tail) = rest.split_at(Axis(0), 1);
-        rest = tail;
-        let mut item = item.index_axis_move(Axis(0), 0);
-        for r in ranges(rows, chunk) {
-            let (head, tail) = item.split_at(Axis(0), r.len());
+            let (head, tail) = item.split_at(axis, r.len() * unit);
             item = tail;
             tasks.push((b, r, head));
         }
