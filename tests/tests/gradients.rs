@@ -214,33 +214,67 @@ fn gradients_match_finite_differences_order_3() {
     });
 }
 
-fn assert_close(name: &str, a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<(), TestCaseError> {
-    let scale = max_abs(b).max(1e-3);
+/// `max|a - b| <= REL_TOL * max(max|b|, terms)`, where `terms` is the root-sum-square size of
+/// the products summed into the entries (`common::squared_layer`).
+fn assert_close(
+    name: &str,
+    a: &ArrayD<f32>,
+    b: &ArrayD<f32>,
+    terms: f32,
+) -> Result<(), TestCaseError> {
+    let scale = max_abs(b).max(terms);
     let diff = max_diff(a, b);
     record_worst(name, diff / scale);
     prop_assert!(
         diff <= REL_TOL * scale,
-        "{}: {} (scale {})",
+        "{}: {} (scale {}, max |reference| {}, terms {})",
         name,
         diff,
-        scale
+        scale,
+        max_abs(b),
+        terms
     );
     Ok(())
 }
 
-fn compare_gradients(a: &Gradients, b: &Gradients) -> Result<(), TestCaseError> {
-    if let (Some(x), Some(y)) = (&a.input, &b.input) {
-        assert_close("input", x, y)?;
+/// The terms' sizes of every gradient of `layer` at `(x, gy)`: the same backward on squared
+/// operands (see `common::squared_layer`).
+fn gradient_terms(
+    cpu: &CpuBackend,
+    layer: &TtConv,
+    x: &ArrayD<f32>,
+    gy: &ArrayD<f32>,
+) -> Gradients {
+    squared_layer(layer)
+        .backward(
+            cpu,
+            squared(x).view(),
+            squared(gy).view(),
+            Implementation::Reconstructed,
+            true,
+        )
+        .expect("the squared layer accepts what the layer accepted")
+}
+
+fn compare_gradients(a: &Gradients, b: &Gradients, terms: &Gradients) -> Result<(), TestCaseError> {
+    if let (Some(x), Some(y), Some(t)) = (&a.input, &b.input, &terms.input) {
+        assert_close("input", x, y, term_scale(t))?;
     }
-    for (k, (x, y)) in a.cores.iter().zip(&b.cores).enumerate() {
+    for (k, ((x, y), t)) in a.cores.iter().zip(&b.cores).zip(&terms.cores).enumerate() {
         assert_close(
             &format!("core {k}"),
             &x.clone().into_dyn(),
             &y.clone().into_dyn(),
+            term_scale(&t.clone().into_dyn()),
         )?;
     }
-    if let (Some(x), Some(y)) = (&a.bias, &b.bias) {
-        assert_close("bias", &x.clone().into_dyn(), &y.clone().into_dyn())?;
+    if let (Some(x), Some(y), Some(t)) = (&a.bias, &b.bias, &terms.bias) {
+        assert_close(
+            "bias",
+            &x.clone().into_dyn(),
+            &y.clone().into_dyn(),
+            term_scale(&t.clone().into_dyn()),
+        )?;
     }
     Ok(())
 }
@@ -259,11 +293,12 @@ proptest! {
         let gy = random_array(y.shape(), &mut rng);
         let f = layer.backward(&cpu, x.view(), gy.view(), Implementation::Factorized, true).unwrap();
         let r = layer.backward(&cpu, x.view(), gy.view(), Implementation::Reconstructed, true).unwrap();
-        compare_gradients(&f, &r)?;
+        let terms = gradient_terms(&cpu, &layer, &x, &gy);
+        compare_gradients(&f, &r, &terms)?;
         let (gx, _, gb) = oracle::conv_nd_grads(x.view(), layer.full_weights().view(), gy.view(), layer.geometry()).unwrap();
-        assert_close("input vs oracle", f.input.as_ref().unwrap(), &gx)?;
-        if let Some(b) = &f.bias {
-            assert_close("bias vs oracle", &b.clone().into_dyn(), &gb.into_dyn())?;
+        assert_close("input vs oracle", f.input.as_ref().unwrap(), &gx, term_scale(terms.input.as_ref().unwrap()))?;
+        if let (Some(b), Some(t)) = (&f.bias, &terms.bias) {
+            assert_close("bias vs oracle", &b.clone().into_dyn(), &gb.into_dyn(), term_scale(&t.clone().into_dyn()))?;
         }
     }
 
@@ -297,14 +332,15 @@ proptest! {
         let cpu = CpuBackend::new();
         let y = oracle_output(&layer, &x);
         let gy = random_array(y.shape(), &mut rng);
+        let terms = gradient_terms(&cpu, &layer3, &x, &gy);
         for implementation in [Implementation::Factorized, Implementation::Reconstructed] {
             let a = layer.backward(&cpu, x.view(), gy.view(), implementation, true).unwrap();
             let b = layer3.backward(&cpu, x.view(), gy.view(), Implementation::Reconstructed, true).unwrap();
-            compare_gradients(&a, &b)?;
+            compare_gradients(&a, &b, &terms)?;
         }
         let (gx, _, _) = oracle::conv_nd_grads(x.view(), layer.full_weights().view(), gy.view(), layer.geometry()).unwrap();
         let f = layer.backward(&cpu, x.view(), gy.view(), Implementation::Factorized, true).unwrap();
-        assert_close("input vs oracle", f.input.as_ref().unwrap(), &gx)?;
+        assert_close("input vs oracle", f.input.as_ref().unwrap(), &gx, term_scale(terms.input.as_ref().unwrap()))?;
     }
 }
 

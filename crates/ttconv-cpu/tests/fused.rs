@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Case, REL, assert_close, case, out_spatial, random};
+use common::{Case, REL, assert_close_scaled, case, out_spatial, random, squared, term_scale};
 use ndarray::ArrayD;
 use proptest::prelude::*;
 use ttconv::{AxisGeometry, Backend, FactorizedWeights};
@@ -42,28 +42,31 @@ fn check(
     let mut xs = vec![batch, cin];
     xs.extend(spatial);
     let x = random(&xs, seed);
-    let up = |a: &ArrayD<f32>| be.upload_weights(a.view()).unwrap();
-    let weights = FactorizedWeights::<CpuBackend> {
-        first: up(&random(&[cin, ranks[0]], seed + 1)),
-        spatial: (0..d)
-            .map(|j| {
-                up(&random(
-                    &[ranks[j], kernel[j], ranks[j + 1]],
-                    seed + 2 + j as u64,
-                ))
-            })
-            .collect(),
-        last: up(&random(&[ranks[d], cout], seed + 10)),
-        bias: bias.then(|| up(&random(&[cout], seed + 11))),
+    let first = random(&[cin, ranks[0]], seed + 1);
+    let cores: Vec<ArrayD<f32>> = (0..d)
+        .map(|j| random(&[ranks[j], kernel[j], ranks[j + 1]], seed + 2 + j as u64))
+        .collect();
+    let last = random(&[ranks[d], cout], seed + 10);
+    let bias = bias.then(|| random(&[cout], seed + 11));
+    let upload = |f: &dyn Fn(&ArrayD<f32>) -> ArrayD<f32>| {
+        let up = |a: &ArrayD<f32>| be.upload_weights(f(a).view()).unwrap();
+        FactorizedWeights::<CpuBackend> {
+            first: up(&first),
+            spatial: cores.iter().map(up).collect(),
+            last: up(&last),
+            bias: bias.as_ref().map(up),
+        }
     };
+    let weights = upload(&|a| a.clone());
     let xt = be.upload(x.view()).unwrap();
     let want = unfused(&be, &xt, &weights, geometry);
+    let terms = term_scale(&unfused(&be, &squared(&xt), &upload(&squared), geometry));
     // Twice: the second call runs on warm workspaces and cached merged cores.
     for _ in 0..2 {
         let got = be.factorized_forward(&xt, &weights, geometry).unwrap();
         // Both sides are f32 chains summing in different orders (and, where cores are merged,
-        // associating differently): a few 1e-6 relative.
-        assert_close("fused factorized_forward", &got, &want, 4.0 * REL);
+        // associating differently): a few 1e-6 relative to the size of the terms.
+        assert_close_scaled("fused factorized_forward", &got, &want, terms, 4.0 * REL);
     }
 }
 

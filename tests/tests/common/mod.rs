@@ -7,7 +7,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use ttconv::{Padding, RankSpec, TtConv, TtConvConfig, TtTensor, oracle};
 
-/// Elementwise tolerance relative to the largest reference magnitude (see equivalence.rs).
+/// Elementwise tolerance relative to the size of the computation (see equivalence.rs and
+/// [`squared_layer`]).
 pub const REL_TOL: f32 = 1e-4;
 
 #[derive(Clone, Debug)]
@@ -161,4 +162,47 @@ pub fn record_worst(label: &str, ratio: f32) {
         *entry = ratio;
         println!("worst so far: {label} {ratio:.3e}");
     }
+}
+
+/// `a` squared element-wise.
+pub fn squared(a: &ArrayD<f32>) -> ArrayD<f32> {
+    a.mapv(|v| v * v)
+}
+
+/// The largest `sqrt` of the entries of `sums_of_squares`.
+pub fn term_scale(sums_of_squares: &ArrayD<f32>) -> f32 {
+    sums_of_squares
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs().sqrt()))
+}
+
+/// `layer` with every core and bias entry squared.
+///
+/// The layer's forward and backward are multilinear, with unit coefficients, in the input, the
+/// cores, the bias and the output gradient: each output entry is a sum of products `t_i` of one
+/// entry of each. Run on squared operands, the same computation gives in each entry
+/// `sum_i t_i^2`, whose square root (the terms' root-sum-square) is the size the f32 rounding error
+/// of that entry is proportional to. The suites compare against `REL_TOL` times the larger of
+/// that size and the largest reference entry: the result alone is no scale when its terms cancel
+/// (a single output or gradient entry can be 100x smaller than its terms).
+pub fn squared_layer(layer: &TtConv) -> TtConv {
+    let mut sq = TtConv::new(layer.config().clone()).expect("the layer's own configuration");
+    sq.set_cores(
+        layer
+            .tt()
+            .cores()
+            .iter()
+            .map(|c| c.mapv(|v| v * v))
+            .collect(),
+    )
+    .expect("same shapes and ranks");
+    if let Some(b) = layer.bias() {
+        sq.set_bias(b.mapv(|v| v * v)).expect("same length");
+    }
+    sq
+}
+
+/// The terms' size of `layer`'s output on `x` (see [`squared_layer`]).
+pub fn output_terms(layer: &TtConv, x: &ArrayD<f32>) -> f32 {
+    term_scale(&oracle_output(&squared_layer(layer), &squared(x)))
 }

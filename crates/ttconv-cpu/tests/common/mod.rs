@@ -14,26 +14,98 @@ pub fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
     ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0f32..1.0))
 }
 
-/// Asserts `|got - want| <= rel * max|want|` element-wise (same shapes).
+/// Asserts `|got - want| <= rel * max|want|` element-wise (same shapes): [`assert_close_scaled`]
+/// with no term scale, for fixed cases whose outputs are many and cannot all cancel.
+pub fn assert_close(what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>, rel: f32) {
+    assert_close_scaled(what, got, want, 0.0, rel);
+}
+
+/// Asserts `|got - want| <= rel * max(terms, max|want|)` element-wise (same shapes).
+///
+/// `terms` is the size of the sums behind the entries: the largest root-sum-square
+/// `sqrt(sum_i t_i^2)` of the products `t_i` summed into one entry (see [`squared`] for how the
+/// tests get it). The rounding error of an f32 sum is proportional to that size, not to the
+/// result: a single output entry whose terms happen to cancel (one bias gradient, say) can be
+/// 100x smaller than its terms, and a tolerance relative to the result alone then fails on
+/// correct code (it did, in CI).
 ///
 /// Why `rel = 1e-5`: every entry is a sum of `n` products of numbers in (-1, 1), with `n` at most
 /// a few thousand in these tests (`in * prod(k)` for a convolution, `batch * positions` for a
 /// weight gradient), accumulated in f32 while the oracle accumulates in f64 and rounds once.
-/// Each f32 addition errs by at most `2^-24` of the running sum, whose size is about
-/// `sqrt(k) / 3` after `k` random-sign terms, so the accumulated error is about
-/// `2^-24 * n / 4` while the largest entry is about `sqrt(n)`: a relative error near
-/// `sqrt(n) * 1.5e-8`, i.e. below 1e-6 for `n <= 4000`. `1e-5` leaves a 10x margin for
-/// unlucky orderings while a wrong, missing or extra term (typically ~1e-2 of the max) fails.
-pub fn assert_close(what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>, rel: f32) {
+/// Each f32 addition errs by at most `2^-24` of the running sum, and the running sums of `n`
+/// random-sign terms are about `sqrt(k)` times the terms' size after `k` of them, so the error of
+/// plain left-to-right accumulation is about `2^-24 * sqrt(n / 6)` times the root-sum-square of
+/// the terms (blocked and pairwise sums, as the GEMMs do, err less): below 2e-6 for `n <= 4000`.
+/// `1e-5` leaves a margin of 5 while a wrong, missing or extra term (typically ~1e-2 of the
+/// scale) fails.
+pub fn assert_close_scaled(
+    what: &str,
+    got: &ArrayD<f32>,
+    want: &ArrayD<f32>,
+    terms: f32,
+    rel: f32,
+) {
     assert_eq!(got.shape(), want.shape(), "{what}: shapes differ");
     let max = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let tol = rel * max;
+    let tol = rel * max.max(terms);
     for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
         assert!(
             (g - w).abs() <= tol,
-            "{what}: entry {i} got {g}, want {w} (tolerance {tol}, max |want| {max})"
+            "{what}: entry {i} got {g}, want {w} (tolerance {tol}, max |want| {max}, term scale {terms})"
         );
     }
+}
+
+/// `a` squared element-wise.
+///
+/// Every computation tested here is multilinear in its operands with unit coefficients (a
+/// convolution, a contraction, their gradients, a bias sum), so running it on squared operands
+/// gives, in each entry, the sum of the squared products `sum_i t_i^2` that the real computation
+/// adds up: [`term_scale`] of that is the `terms` argument of [`assert_close_scaled`].
+pub fn squared(a: &ArrayD<f32>) -> ArrayD<f32> {
+    a.mapv(|v| v * v)
+}
+
+/// The largest `sqrt` of the entries of `sums_of_squares` (computed on [`squared`] operands).
+pub fn term_scale(sums_of_squares: &ArrayD<f32>) -> f32 {
+    sums_of_squares
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs().sqrt()))
+}
+
+/// The term scale of the oracle convolution `conv(x, kernel) + bias` (see [`squared`]).
+pub fn conv_terms(
+    x: &ArrayD<f32>,
+    kernel: &ArrayD<f32>,
+    bias: Option<&ndarray::Array1<f32>>,
+    geometry: &[AxisGeometry],
+) -> f32 {
+    let b2 = bias.map(|b| b.mapv(|v| v * v));
+    let sums = ttconv::oracle::conv_nd(
+        squared(x).view(),
+        squared(kernel).view(),
+        b2.as_ref().map(|b| b.view()),
+        geometry,
+    )
+    .expect("the oracle accepts what it accepted unsquared");
+    term_scale(&sums)
+}
+
+/// The term scales of the oracle's input, kernel and bias gradients (see [`squared`]).
+pub fn grad_terms(
+    x: &ArrayD<f32>,
+    kernel: &ArrayD<f32>,
+    gy: &ArrayD<f32>,
+    geometry: &[AxisGeometry],
+) -> (f32, f32, f32) {
+    let (gx, gk, gb) = ttconv::oracle::conv_nd_grads(
+        squared(x).view(),
+        squared(kernel).view(),
+        squared(gy).view(),
+        geometry,
+    )
+    .expect("the oracle accepts what it accepted unsquared");
+    (term_scale(&gx), term_scale(&gk), term_scale(&gb.into_dyn()))
 }
 
 /// Relative tolerance of every comparison against the f64 oracle (see [`assert_close`]).
