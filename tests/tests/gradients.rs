@@ -367,3 +367,69 @@ fn backward_rejects_a_wrong_output_gradient() {
             .is_err()
     );
 }
+
+/// Layers whose ranks exceed their channels train through the merged-ends plan (the chain the
+/// forward runs, `ttconv::FactorizedPlan`): one layer per merge pattern, bias on, strided,
+/// padded and dilated; factorized gradients == reconstructed gradients == the oracle's.
+#[test]
+fn merged_plan_gradients_match() {
+    let cases = [
+        // (cin, cout, ranks, kernel, expected (merge_head, merge_tail))
+        (2, 3, vec![1, 8, 2, 8, 1], vec![3, 3], (true, true)),
+        (2, 3, vec![1, 8, 8, 1], vec![3], (true, false)),
+        (8, 3, vec![1, 2, 8, 1], vec![3], (false, true)),
+        (2, 2, vec![1, 6, 2, 3, 6, 1], vec![2, 3, 2], (true, true)),
+    ];
+    let cpu = CpuBackend::new();
+    for (i, (cin, cout, ranks, kernel, (head, tail))) in cases.into_iter().enumerate() {
+        let d = kernel.len();
+        let case = Case {
+            batch: 2,
+            cin,
+            cout,
+            stride: (0..d).map(|j| 1 + j % 2).collect(),
+            padding: (0..d).map(|j| (1, j % 2)).collect(),
+            dilation: (0..d).map(|j| 1 + (j + 1) % 2).collect(),
+            spatial: vec![7; d],
+            kernel,
+            ranks,
+            bias: true,
+            seed: 100 + i as u64,
+        };
+        let (layer, x) = build(&case);
+        let plan = layer.factorized_plan(x.shape());
+        assert_eq!((plan.merge_head, plan.merge_tail), (head, tail), "case {i}");
+        let y = oracle_output(&layer, &x);
+        let mut rng = StdRng::seed_from_u64(case.seed);
+        let gy = random_array(y.shape(), &mut rng);
+        let prepared = layer.prepare(&cpu).unwrap();
+        let (y_train, _) = prepared
+            .forward_train(x.clone(), Implementation::Factorized)
+            .unwrap();
+        let scale = max_abs(&y).max(output_terms(&layer, &x));
+        assert!(
+            max_diff(&y_train, &y) <= REL_TOL * scale,
+            "case {i}: output"
+        );
+        let f = layer
+            .backward(&cpu, x.view(), gy.view(), Implementation::Factorized, true)
+            .unwrap();
+        let r = layer
+            .backward(
+                &cpu,
+                x.view(),
+                gy.view(),
+                Implementation::Reconstructed,
+                true,
+            )
+            .unwrap();
+        let terms = gradient_terms(&cpu, &layer, &x, &gy);
+        compare_gradients(&f, &r, &terms).unwrap_or_else(|e| panic!("case {i}: {e}"));
+        // Without the input gradient, the core gradients are the same.
+        let f2 = layer
+            .backward(&cpu, x.view(), gy.view(), Implementation::Factorized, false)
+            .unwrap();
+        assert!(f2.input.is_none());
+        compare_gradients(&f2, &f, &terms).unwrap_or_else(|e| panic!("case {i}: {e}"));
+    }
+}

@@ -402,6 +402,33 @@ impl Backend for CpuBackend {
             .map_err(|_| shape("kernel gradient", format!("{full:?}"), &got))
     }
 
+    fn add_bias(&self, y: ArrayD<f32>, bias: &CpuWeights) -> Result<ArrayD<f32>> {
+        if y.ndim() < 2 {
+            return Err(check::shape(
+                "add_bias input",
+                "(batch, channels, ..)",
+                y.shape(),
+            ));
+        }
+        let cout = y.shape()[1];
+        let b = check::bias("bias", bias, cout)?;
+        let mut y = if y.is_standard_layout() {
+            y
+        } else {
+            y.as_standard_layout().into_owned()
+        };
+        let plane = y.shape()[2..].iter().product::<usize>();
+        if y.is_empty() || plane == 0 {
+            return Ok(y);
+        }
+        use rayon::prelude::*;
+        let data = y.as_slice_mut().expect("standard layout is contiguous");
+        data.par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(i, p)| p.iter_mut().for_each(|e| *e += b[i % cout]));
+        Ok(y)
+    }
+
     fn bias_grad(&self, gy: &ArrayD<f32>) -> Result<Array1<f32>> {
         let gy = check::activation("bias output gradient", gy, 0)?;
         Ok(contract::bias_grad(check::flat(&gy)?))

@@ -254,6 +254,11 @@ impl Backend for CudaBackend {
         )
     }
 
+    fn add_bias(&self, mut y: CudaTensor, bias: &CudaWeights) -> ttconv::Result<CudaTensor> {
+        let r = self.add_bias_impl(&mut y.0, &bias.0);
+        self.wrap(r.map(|()| y))
+    }
+
     fn bias_grad(&self, gy: &CudaTensor) -> ttconv::Result<Array1<f32>> {
         let g = self.bias_grad_impl(&gy.0);
         self.wrap(g.and_then(|g| self.download_fixed(&g)))

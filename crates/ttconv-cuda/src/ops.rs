@@ -538,6 +538,16 @@ impl CudaBackend {
         Ok(out.reshape(shape))
     }
 
+    pub(crate) fn add_bias_impl(&self, y: &mut DeviceArray, bias: &DeviceArray) -> Result<()> {
+        let (_, cout, sp) = split_activation(y.shape(), "add_bias input")?;
+        check_bias(Some(bias), cout)?;
+        let m: usize = sp.iter().product();
+        if m == 0 {
+            return Ok(());
+        }
+        launch::add_bias(&self.dev, &mut y.view_mut(), &bias.view(), cout, m)
+    }
+
     pub(crate) fn bias_grad_impl(&self, gy: &DeviceArray) -> Result<DeviceArray> {
         let (batch, cout, sp) = split_activation(gy.shape(), "output gradient")?;
         let m: usize = sp.iter().product();

@@ -18,6 +18,7 @@ use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD};
 use crate::cost::CostConstants;
 use crate::error::Result;
 use crate::geometry::AxisGeometry;
+use crate::plan::FactorizedPlan;
 
 /// The weights of a factorized TT convolution, prepared for one backend.
 ///
@@ -39,13 +40,17 @@ pub struct FactorizedWeights<B: Backend + ?Sized> {
 
 /// The activations a factorized forward keeps for its backward pass.
 ///
-/// `stages[0]` is the input `x`, `stages[1]` = `z_0` (after the channel contraction),
-/// `stages[j + 2]` = `z_{j+1}` (after the 1-D convolution along spatial axis `j`); the output `y`
-/// is returned separately and not kept.
+/// The input of every step of the chain, in order: with the plain chain (`plan` merging
+/// nothing) `stages[0]` is the input `x`, `stages[1]` = `z_0` (after the channel contraction),
+/// `stages[j + 2]` = `z_{j+1}` (after the 1-D convolution along spatial axis `j`), `d + 2` in all.
+/// A merged head drops `z_0` (the first convolution reads `x`), a merged tail drops `z_d` (the
+/// last convolution writes the output). The output `y` is returned separately and not kept.
 #[derive(Debug)]
 pub struct FactorizedActivations<T> {
     /// Input, then every intermediate of the chain, in order.
     pub stages: Vec<T>,
+    /// Which ends of the chain were merged (see [`FactorizedPlan`]).
+    pub plan: FactorizedPlan,
 }
 
 /// A compute backend for TT convolutions.
@@ -177,6 +182,10 @@ pub trait Backend: Send + Sync {
         geometry: &[AxisGeometry],
     ) -> Result<ArrayD<f32>>;
 
+    /// Adds a bias to `y` (in place where the backend can): `y[b, o, D] += bias[o]`, `bias` of
+    /// shape `(out,)`. Used where the last step of a chain is not a contraction (a merged tail).
+    fn add_bias(&self, y: Self::Tensor, bias: &Self::Weights) -> Result<Self::Tensor>;
+
     /// Bias gradient: `gb[o] = sum_{b, D} gy[b, o, D]`.
     fn bias_grad(&self, gy: &Self::Tensor) -> Result<Array1<f32>>;
 
@@ -221,6 +230,12 @@ pub trait Backend: Send + Sync {
             &weights.last,
             weights.bias.as_ref(),
         )?;
-        Ok((y, FactorizedActivations { stages }))
+        Ok((
+            y,
+            FactorizedActivations {
+                stages,
+                plan: FactorizedPlan::default(),
+            },
+        ))
     }
 }

@@ -20,6 +20,7 @@ use crate::config::Implementation;
 use crate::error::{Error, Result};
 use crate::forward::PreparedTtConv;
 use crate::layer::TtConv;
+use crate::plan::FactorizedPlan;
 
 /// Gradients of a scalar loss with respect to a layer's input and parameters.
 #[derive(Clone, Debug)]
@@ -96,11 +97,16 @@ impl<B: Backend> PreparedTtConv<'_, B> {
                 Ok((y, TrainContext::Reconstructed { input: x }))
             }
             _ => {
-                let (y, acts) = backend.factorized_forward_train(
-                    x,
-                    self.factorized_weights(),
-                    self.layer().geometry(),
-                )?;
+                let plan = self.layer().factorized_plan(&shape);
+                let (y, acts) = if plan == FactorizedPlan::default() {
+                    backend.factorized_forward_train(
+                        x,
+                        self.factorized_weights(),
+                        self.layer().geometry(),
+                    )?
+                } else {
+                    self.merged_forward_train(x, plan)?
+                };
                 Ok((y, TrainContext::Factorized(acts)))
             }
         }
@@ -140,6 +146,54 @@ impl<B: Backend> PreparedTtConv<'_, B> {
         })
     }
 
+    /// The weight of spatial step `j` under `plan`: a merged end core or `G_{j+1}`.
+    fn step_weight(&self, plan: FactorizedPlan, j: usize) -> Result<&B::Weights> {
+        let d = self.layer().order();
+        if j == 0 && plan.merge_head {
+            self.merged_head()
+        } else if j + 1 == d && plan.merge_tail {
+            self.merged_tail()
+        } else {
+            Ok(&self.factorized_weights().spatial[j])
+        }
+    }
+
+    /// The factorized training forward with merged ends (see [`FactorizedPlan`]): the steps of
+    /// the chain through the backend's primitives, keeping the input of each.
+    fn merged_forward_train(
+        &self,
+        x: B::Tensor,
+        plan: FactorizedPlan,
+    ) -> Result<(B::Tensor, FactorizedActivations<B::Tensor>)> {
+        let backend = self.backend();
+        let w = self.factorized_weights();
+        let geometry = self.layer().geometry();
+        let d = geometry.len();
+        let mut stages = Vec::with_capacity(d + 2);
+        stages.push(x);
+        if !plan.merge_head {
+            let z0 = backend.contract_channels(&stages[0], &w.first, None)?;
+            stages.push(z0);
+        }
+        for (j, g) in geometry.iter().enumerate() {
+            let input = stages.last().expect("non-empty");
+            let z = backend.conv_along(input, j, self.step_weight(plan, j)?, *g)?;
+            stages.push(z);
+        }
+        let y = if plan.merge_tail {
+            let y = stages.pop().expect("the last convolution's output");
+            match &w.bias {
+                Some(b) => backend.add_bias(y, b)?,
+                None => y,
+            }
+        } else {
+            let z = stages.last().expect("non-empty");
+            backend.contract_channels(z, &w.last, w.bias.as_ref())?
+        };
+        Ok((y, FactorizedActivations { stages, plan }))
+    }
+
+    /// Reverses the chain of a factorized training forward (plain or with merged ends).
     fn factorized_backward(
         &self,
         acts: &FactorizedActivations<B::Tensor>,
@@ -148,28 +202,109 @@ impl<B: Backend> PreparedTtConv<'_, B> {
     ) -> Result<InputAndCoreGrads<B::Tensor>> {
         let backend = self.backend();
         let w = self.factorized_weights();
-        let geometry = self.layer().geometry();
+        let layer = self.layer();
+        let geometry = layer.geometry();
         let d = geometry.len();
+        let plan = acts.plan;
         let stages = &acts.stages;
-        let mut cores = vec![Array3::<f32>::zeros((0, 0, 0)); d + 2];
-        let g_last = backend.contract_channels_grad_weight(&stages[d + 1], gy)?;
-        cores[d + 1] = g_last.insert_axis(Axis(2));
-        let mut g = backend.contract_channels_grad_input(gy, &w.last)?;
-        for j in (0..d).rev() {
-            let z = &stages[j + 1];
-            let k = self.layer().config().kernel_size[j];
-            cores[j + 1] = backend.conv_along_grad_weight(z, &g, j, k, geometry[j])?;
-            let len = backend.shape(z)[j + 2];
-            g = backend.conv_along_grad_input(&g, j, &w.spatial[j], geometry[j], len)?;
+        let expected = d + 2 - usize::from(plan.merge_head) - usize::from(plan.merge_tail);
+        if stages.len() != expected {
+            return Err(Error::Shape {
+                what: "training context".into(),
+                expected: format!("{expected} kept activations for plan {plan:?}"),
+                got: vec![stages.len()],
+            });
         }
-        let g_first = backend.contract_channels_grad_weight(&stages[0], &g)?;
-        cores[0] = g_first.insert_axis(Axis(0));
-        let input = if input_grad {
-            Some(backend.contract_channels_grad_input(&g, &w.first)?)
-        } else {
+        let mut grads = vec![Array3::<f32>::zeros((0, 0, 0)); d + 2];
+        // `stages[conv0 + j]` is the input of spatial step `j`.
+        let conv0 = usize::from(!plan.merge_head);
+        let mut g = if plan.merge_tail {
             None
+        } else {
+            let g_last = backend.contract_channels_grad_weight(&stages[conv0 + d], gy)?;
+            grads[d + 1] = g_last.insert_axis(Axis(2));
+            Some(backend.contract_channels_grad_input(gy, &w.last)?)
         };
-        Ok((input, cores))
+        for j in (0..d).rev() {
+            let upstream = g.as_ref().unwrap_or(gy);
+            let z = &stages[conv0 + j];
+            let k = layer.config().kernel_size[j];
+            let g_step = backend.conv_along_grad_weight(z, upstream, j, k, geometry[j])?;
+            if j + 1 == d && plan.merge_tail {
+                let (g_core, g_last) = self.split_tail_gradient(&g_step)?;
+                grads[d] = g_core;
+                grads[d + 1] = g_last;
+            } else if j == 0 && plan.merge_head {
+                let (g_first, g_core) = self.split_head_gradient(&g_step)?;
+                grads[0] = g_first;
+                grads[1] = g_core;
+            } else {
+                grads[j + 1] = g_step;
+            }
+            if j > 0 || !plan.merge_head || input_grad {
+                let len = backend.shape(z)[j + 2];
+                let weight = self.step_weight(plan, j)?;
+                g = Some(backend.conv_along_grad_input(upstream, j, weight, geometry[j], len)?);
+            }
+        }
+        let input = if plan.merge_head {
+            if input_grad { g } else { None }
+        } else {
+            let g = g.expect("the first convolution's input gradient");
+            let g_first = backend.contract_channels_grad_weight(&stages[0], &g)?;
+            grads[0] = g_first.insert_axis(Axis(0));
+            if input_grad {
+                Some(backend.contract_channels_grad_input(&g, &w.first)?)
+            } else {
+                None
+            }
+        };
+        Ok((input, grads))
+    }
+
+    /// The gradients of `G_d (r_d, k, r_{d+1})` and `G_{d+1} (r_{d+1}, out, 1)` from that of
+    /// their merged core `M[a, t, o] = sum_s G_d[a, t, s] G_{d+1}[s, o]`, as two GEMMs of the
+    /// backend with `dM` viewed as a one-item activation (channels `(a, t)`, positions `o`):
+    /// `dG_d[a, t, s] = sum_o dM[a, t, o] G_{d+1}[s, o]` (a weight gradient against `G_{d+1}`
+    /// viewed likewise), `dG_{d+1}[s, o] = sum_{a, t} G_d[a, t, s] dM[a, t, o]` (a contraction
+    /// with `G_d` as an `(r_d k, r_{d+1})` matrix).
+    fn split_tail_gradient(&self, g_merged: &Array3<f32>) -> Result<(Array3<f32>, Array3<f32>)> {
+        let backend = self.backend();
+        let cores = self.layer().tt().cores();
+        let d = self.layer().order();
+        let (rd, k, re) = cores[d].dim();
+        let cout = cores[d + 1].shape()[1];
+        let gm = backend.upload(reshaped(g_merged, &[1, rd * k, cout]).view())?;
+        let last = backend.upload(reshaped(&cores[d + 1], &[1, re, cout]).view())?;
+        let g_core = backend.contract_channels_grad_weight(&gm, &last)?;
+        let core = backend.upload_weights(reshaped(&cores[d], &[rd * k, re]).view())?;
+        let g_last = backend.download_owned(backend.contract_channels(&gm, &core, None)?)?;
+        Ok((
+            into_core(g_core.into_dyn(), (rd, k, re)),
+            into_core(g_last, (re, cout, 1)),
+        ))
+    }
+
+    /// The gradients of `G_0 (1, in, r_1)` and `G_1 (r_1, k, r_2)` from that of their merged
+    /// core `M[c, t, s] = sum_r G_0[c, r] G_1[r, t, s]`, as two GEMMs of the backend with `dM`
+    /// viewed as a one-item activation (channels `c`, positions `(t, s)`):
+    /// `dG_0[c, r] = sum_{t, s} dM[c, t, s] G_1[r, t, s]` (a weight gradient against `G_1`
+    /// viewed likewise), `dG_1[r, t, s] = sum_c G_0[c, r] dM[c, t, s]` (a contraction with the
+    /// prepared `G_0`).
+    fn split_head_gradient(&self, g_merged: &Array3<f32>) -> Result<(Array3<f32>, Array3<f32>)> {
+        let backend = self.backend();
+        let cores = self.layer().tt().cores();
+        let (r1, k, r2) = cores[1].dim();
+        let cin = cores[0].shape()[1];
+        let gm = backend.upload(reshaped(g_merged, &[1, cin, k * r2]).view())?;
+        let core = backend.upload(reshaped(&cores[1], &[1, r1, k * r2]).view())?;
+        let g_first = backend.contract_channels_grad_weight(&gm, &core)?;
+        let first = &self.factorized_weights().first;
+        let g_core = backend.download_owned(backend.contract_channels(&gm, first, None)?)?;
+        Ok((
+            into_core(g_first.into_dyn(), (1, cin, r1)),
+            into_core(g_core, (r1, k, r2)),
+        ))
     }
 
     fn reconstructed_backward(
@@ -203,4 +338,17 @@ fn project_onto_cores(layer: &TtConv, g_kernel: ArrayViewD<'_, f32>) -> Result<V
     Ok(layer
         .tt()
         .project_dense_gradient(g_kernel.permuted_axes(IxDyn(&perm)))?)
+}
+
+/// `a` reshaped row-major to `shape` (a copy only when `a` is not in standard layout).
+fn reshaped<'a>(a: &'a Array3<f32>, shape: &[usize]) -> ndarray::CowArray<'a, f32, IxDyn> {
+    a.to_shape(IxDyn(shape))
+        .expect("the caller's sizes multiply out")
+}
+
+/// A gradient from the backend reshaped row-major to a core.
+fn into_core(a: ArrayD<f32>, shape: (usize, usize, usize)) -> Array3<f32> {
+    // `iter` walks the logical (row-major) order whatever the array's memory layout.
+    Array3::from_shape_vec(shape, a.iter().copied().collect())
+        .expect("the caller's sizes multiply out")
 }

@@ -12,7 +12,9 @@ use crate::layer::TtConv;
 /// A layer's weights uploaded to a backend, ready for repeated forward passes.
 ///
 /// The factorized weights are uploaded at preparation; the dense kernel (reconstructed once by
-/// [`TtConv::full_weights`]) is uploaded the first time the reconstructed path runs and kept.
+/// [`TtConv::full_weights`]) is uploaded the first time the reconstructed path runs and kept, and
+/// so are the merged end cores of a [`crate::FactorizedPlan`] the first time a training forward
+/// merges them.
 /// The preparation borrows the layer: changing the weights means preparing again.
 #[derive(Debug)]
 pub struct PreparedTtConv<'a, B: Backend> {
@@ -20,6 +22,8 @@ pub struct PreparedTtConv<'a, B: Backend> {
     backend: &'a B,
     factorized: FactorizedWeights<B>,
     dense_kernel: OnceLock<B::Weights>,
+    merged_head: OnceLock<B::Weights>,
+    merged_tail: OnceLock<B::Weights>,
 }
 
 impl TtConv {
@@ -43,6 +47,8 @@ impl TtConv {
             backend,
             factorized,
             dense_kernel: OnceLock::new(),
+            merged_head: OnceLock::new(),
+            merged_tail: OnceLock::new(),
         })
     }
 
@@ -87,13 +93,26 @@ impl<'a, B: Backend> PreparedTtConv<'a, B> {
 
     /// The uploaded dense kernel `(out, in, k_1..k_d)`, uploading it on first use.
     pub fn dense_kernel(&self) -> Result<&B::Weights> {
-        if let Some(w) = self.dense_kernel.get() {
-            return Ok(w);
-        }
-        let w = self
-            .backend
-            .upload_weights(self.layer.full_weights().view())?;
-        Ok(self.dense_kernel.get_or_init(|| w))
+        upload_once(&self.dense_kernel, || {
+            self.backend
+                .upload_weights(self.layer.full_weights().view())
+        })
+    }
+
+    /// The merged head core `G_0 G_1` `(in, k_1, r_2)`, uploading it on first use.
+    pub fn merged_head(&self) -> Result<&B::Weights> {
+        upload_once(&self.merged_head, || {
+            self.backend
+                .upload_weights(self.layer.merged_head().view().into_dyn())
+        })
+    }
+
+    /// The merged tail core `G_d G_{d+1}` `(r_d, k_d, out)`, uploading it on first use.
+    pub fn merged_tail(&self) -> Result<&B::Weights> {
+        upload_once(&self.merged_tail, || {
+            self.backend
+                .upload_weights(self.layer.merged_tail().view().into_dyn())
+        })
     }
 
     /// The implementation a forward on `input_shape` runs (`Auto` resolved with the backend's
@@ -130,4 +149,13 @@ impl<'a, B: Backend> PreparedTtConv<'a, B> {
                 .factorized_forward(x, &self.factorized, self.layer.geometry()),
         }
     }
+}
+
+/// The value of `cell`, filled by `upload` on first use (an error leaves it empty).
+fn upload_once<W>(cell: &OnceLock<W>, upload: impl FnOnce() -> Result<W>) -> Result<&W> {
+    if let Some(w) = cell.get() {
+        return Ok(w);
+    }
+    let w = upload()?;
+    Ok(cell.get_or_init(|| w))
 }

@@ -12,6 +12,7 @@ use crate::config::{Implementation, Padding, PerMode, TtConvConfig};
 use crate::cost::{self, Cost, CostConstants, LayerShape};
 use crate::error::{Error, Result, check_finite};
 use crate::geometry::{AxisGeometry, output_spatial};
+use crate::plan::FactorizedPlan;
 
 /// Standard deviation of the reconstructed kernel that random initialisation aims at
 /// (TensorLy-Torch's default).
@@ -433,6 +434,54 @@ impl TtConv {
             implementation,
             &CostConstants::default(),
         )
+    }
+
+    /// Which ends of the factorized chain a forward on `input_shape` merges into their
+    /// neighbouring convolution (see [`FactorizedPlan`]); the plain chain when the shape is
+    /// invalid (the forward reports that).
+    pub fn factorized_plan(&self, input_shape: &[usize]) -> FactorizedPlan {
+        if self.output_shape(input_shape).is_err() {
+            return FactorizedPlan::default();
+        }
+        let ranks = self.ranks();
+        FactorizedPlan::for_shape(&self.layer_shape(input_shape, &ranks))
+    }
+
+    /// The merged head core `G_0 G_1`, `(in, k_1, r_2)`:
+    /// `M[c, t, s] = sum_r G_0[c, r] G_1[r, t, s]` (accumulated in f64).
+    pub(crate) fn merged_head(&self) -> Array3<f32> {
+        let cores = self.tt.cores();
+        let (g0, g1) = (&cores[0], &cores[1]);
+        let (cin, r1) = (g0.shape()[1], g0.shape()[2]);
+        let (k, r2) = (g1.shape()[1], g1.shape()[2]);
+        let a = g0.index_axis(Axis(0), 0).mapv(f64::from);
+        let b = g1
+            .to_shape((r1, k * r2))
+            .expect("same size")
+            .mapv(f64::from);
+        a.dot(&b)
+            .mapv(|v| v as f32)
+            .into_shape_with_order((cin, k, r2))
+            .expect("same size")
+    }
+
+    /// The merged tail core `G_d G_{d+1}`, `(r_d, k_d, out)`:
+    /// `M[a, t, o] = sum_s G_d[a, t, s] G_{d+1}[s, o]` (accumulated in f64).
+    pub(crate) fn merged_tail(&self) -> Array3<f32> {
+        let cores = self.tt.cores();
+        let d = self.order();
+        let (gd, gl) = (&cores[d], &cores[d + 1]);
+        let (rd, k, re) = gd.dim();
+        let cout = gl.shape()[1];
+        let a = gd
+            .to_shape((rd * k, re))
+            .expect("same size")
+            .mapv(f64::from);
+        let b = gl.index_axis(Axis(2), 0).mapv(f64::from);
+        a.dot(&b)
+            .mapv(|v| v as f32)
+            .into_shape_with_order((rd, k, cout))
+            .expect("same size")
     }
 
     /// The cores in the layout of the factorized forward: `G_0` as `(in, r_1)`, the spatial cores,
