@@ -7,7 +7,7 @@ use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, Axis, 
 use rayon::prelude::*;
 
 use crate::gemm::gemm;
-use crate::par::{chunk_len, column_tasks, reduction_groups, sum_partials};
+use crate::par::{chunk_len, column_tasks, reduction_groups, row_block, sum_partials};
 
 /// `y_b (m, S) = lhs (m, c) * x_b (c, S) + bias` for every batch item of `x` `(B, c, S)`;
 /// `bias`, if given, has `m` entries. Returns `(B, m, S)`.
@@ -43,14 +43,16 @@ pub(crate) fn channel_gemm(
 }
 
 /// `gw (c_in, c_out) = sum_b x_b (c_in, S) * gy_b^T (S, c_out)` for `x` `(B, c_in, S)` and
-/// `gy` `(B, c_out, S)` (same `B`, `S`), reduced deterministically over blocks of columns.
+/// `gy` `(B, c_out, S)` (same `B`, `S`), reduced deterministically over blocks of columns; the
+/// rows of `gw` are split too when there are few blocks (a large `gw` from little data).
 pub(crate) fn weight_grad(x: ArrayView3<'_, f32>, gy: ArrayView3<'_, f32>) -> Array2<f32> {
     let (batch, cin, spatial) = x.dim();
     let cout = gy.dim().1;
     let groups = reduction_groups(batch, spatial, cin * cout, cin * cout);
-    sum_partials(&groups, (cin, cout), |group, mut acc| {
+    let rows = row_block(cin, groups.len(), batch * spatial * cout);
+    sum_partials(&groups, (cin, cout), rows, |group, r, mut acc| {
         for (b, cols) in group {
-            let xb = x.slice(s![*b, .., cols.start..cols.end]);
+            let xb = x.slice(s![*b, r.start..r.end, cols.start..cols.end]);
             let gyb = gy.slice(s![*b, .., cols.start..cols.end]);
             gemm(acc.view_mut(), true, xb, gyb.t());
         }

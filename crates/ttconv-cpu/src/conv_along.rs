@@ -275,7 +275,7 @@ pub(crate) fn grad_weight(
         r_in * r_out * k * lines.inner,
         r_in * k * r_out,
     );
-    let total = sum_partials(&groups, (r_in, k * r_out), |group, mut acc| {
+    let total = sum_partials(&groups, (r_in, k * r_out), r_in, |group, _, mut acc| {
         for (b, q) in group {
             let xb = x.index_axis(Axis(0), *b);
             let gyb = gy.index_axis(Axis(0), *b);

@@ -361,7 +361,7 @@ pub(crate) fn grad_weight(
     let rows = geo.rows();
     let qblk = Dense::block_cols(rows);
     let groups = reduction_groups(batch, geo.out_size, out * rows, out * rows);
-    sum_partials(&groups, (out, rows), |group, mut acc| {
+    sum_partials(&groups, (out, rows), out, |group, _, mut acc| {
         let mut buf = Vec::new();
         for (b, q) in group {
             let xb = x.index_axis(Axis(0), *b);
