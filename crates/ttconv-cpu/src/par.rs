@@ -163,7 +163,7 @@ pub(crate) fn reduction_groups(
 /// group's units to those rows. The split into row blocks lets a reduction with few groups (a
 /// large output, little work per element) still use every core; like the groups, `row_block`
 /// must depend only on the problem size, so the result does not depend on the thread count.
-/// Partial buffers come from a small pool reused across calls ([`partial_pool`]).
+/// Partial buffers come from a small pool reused across calls ([`scratch`]).
 pub(crate) fn sum_partials<F>(
     groups: &[Group],
     shape: (usize, usize),
@@ -179,7 +179,7 @@ where
         return Array2::zeros(shape);
     }
     let row_block = row_block.clamp(1, rows);
-    let mut partials: Vec<Vec<f32>> = groups.iter().map(|_| partial_pool::take(len)).collect();
+    let mut partials: Vec<Vec<f32>> = groups.iter().map(|_| scratch::take(len)).collect();
     let tasks: Vec<(usize, Range<usize>, &mut [f32])> = partials
         .iter_mut()
         .enumerate()
@@ -216,29 +216,29 @@ where
                 }
             });
     }
-    rest.into_iter().for_each(partial_pool::give);
+    rest.into_iter().for_each(scratch::give);
     Array2::from_shape_vec(shape, total).expect("rows * cols floats")
 }
 
 /// Floats per task when the partial sums are added together.
 const SUM_BLOCK: usize = 1 << 14;
 
-/// Partial-sum buffers kept between reductions.
+/// Scratch buffers (partial sums, padded inputs, GEMM blocks) kept between calls.
 ///
 /// A weight gradient of a large layer reduces into up to [`MAX_PARTIALS`] buffers of up to a
 /// few MiB each. Allocated afresh on every call, their pages are mapped and zeroed by the kernel
 /// on first touch each time (measured: a 'same'-rank fwd+bwd of 256 channels spent three
-/// quarters of its time in page faults, 16 ms instead of 4.6). At most [`POOL_BYTES`] are kept.
-mod partial_pool {
+/// quarters of its time in page faults, 16 ms instead of 4.6). At most `POOL_BYTES` are kept.
+pub(crate) mod scratch {
     use std::sync::Mutex;
 
     /// Most bytes the pool keeps.
-    const POOL_BYTES: usize = 16 << 20;
+    const POOL_BYTES: usize = 32 << 20;
 
     static FREE: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 
     /// A buffer of `len` initialised floats (arbitrary values: the caller zeroes it).
-    pub(super) fn take(len: usize) -> Vec<f32> {
+    pub(crate) fn take(len: usize) -> Vec<f32> {
         let reused = {
             let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
             let best = free
@@ -260,7 +260,7 @@ mod partial_pool {
     }
 
     /// Returns a buffer to the pool (dropped when the pool is full).
-    pub(super) fn give(v: Vec<f32>) {
+    pub(crate) fn give(v: Vec<f32>) {
         let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
         let held: usize = free.iter().map(|b| b.capacity() * 4).sum();
         if held + v.capacity() * 4 <= POOL_BYTES {
