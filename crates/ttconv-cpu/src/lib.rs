@@ -434,6 +434,12 @@ impl Backend for CpuBackend {
         Ok(contract::bias_grad(check::flat(&gy)?))
     }
 
+    /// The fused forward follows the layer's plan (`fused.rs`); the unfused fallback does not,
+    /// but it only runs when asked for (`TTCONV_CPU_UNFUSED`) or to report a shape error.
+    fn merges_factorized_ends(&self) -> bool {
+        !unfused_requested()
+    }
+
     /// The fused chain of `fused.rs` (tiles carried through every op in a per-thread
     /// workspace); the unfused chain of primitives when the shapes do not fit together (it
     /// reports the error) or when the environment variable `TTCONV_CPU_UNFUSED` is set (for

@@ -207,6 +207,13 @@ pub trait Backend: Send + Sync {
         self.contract_channels(&z, &weights.last, weights.bias.as_ref())
     }
 
+    /// Whether [`Self::factorized_forward`] follows the layer's [`FactorizedPlan`] itself
+    /// (merging the ends of the chain where that is cheaper). When it does not (the default
+    /// chain), [`crate::PreparedTtConv`] runs a plan with merged ends through the primitives.
+    fn merges_factorized_ends(&self) -> bool {
+        false
+    }
+
     /// The factorized forward that keeps its intermediates for [`crate::TtConv::backward`]:
     /// returns the output and the activations of [`FactorizedActivations`].
     ///

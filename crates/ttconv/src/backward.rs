@@ -146,18 +146,6 @@ impl<B: Backend> PreparedTtConv<'_, B> {
         })
     }
 
-    /// The weight of spatial step `j` under `plan`: a merged end core or `G_{j+1}`.
-    fn step_weight(&self, plan: FactorizedPlan, j: usize) -> Result<&B::Weights> {
-        let d = self.layer().order();
-        if j == 0 && plan.merge_head {
-            self.merged_head()
-        } else if j + 1 == d && plan.merge_tail {
-            self.merged_tail()
-        } else {
-            Ok(&self.factorized_weights().spatial[j])
-        }
-    }
-
     /// The factorized training forward with merged ends (see [`FactorizedPlan`]): the steps of
     /// the chain through the backend's primitives, keeping the input of each.
     fn merged_forward_train(

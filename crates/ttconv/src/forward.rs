@@ -8,6 +8,7 @@ use crate::backend::{Backend, FactorizedWeights};
 use crate::config::Implementation;
 use crate::error::Result;
 use crate::layer::TtConv;
+use crate::plan::FactorizedPlan;
 
 /// A layer's weights uploaded to a backend, ready for repeated forward passes.
 ///
@@ -144,9 +145,51 @@ impl<'a, B: Backend> PreparedTtConv<'a, B> {
                 self.factorized.bias.as_ref(),
                 self.layer.geometry(),
             ),
-            _ => self
+            _ => {
+                let plan = self.layer.factorized_plan(&shape);
+                if plan != FactorizedPlan::default() && !self.backend.merges_factorized_ends() {
+                    self.merged_forward(x, plan)
+                } else {
+                    self.backend
+                        .factorized_forward(x, &self.factorized, self.layer.geometry())
+                }
+            }
+        }
+    }
+
+    /// The weight of spatial step `j` under `plan`: a merged end core or `G_{j+1}`.
+    pub(crate) fn step_weight(&self, plan: FactorizedPlan, j: usize) -> Result<&B::Weights> {
+        let d = self.layer().order();
+        if j == 0 && plan.merge_head {
+            self.merged_head()
+        } else if j + 1 == d && plan.merge_tail {
+            self.merged_tail()
+        } else {
+            Ok(&self.factorized_weights().spatial[j])
+        }
+    }
+
+    /// The factorized forward with merged ends (see [`FactorizedPlan`]) through the backend's
+    /// primitives, for backends whose own `factorized_forward` runs the plain chain.
+    fn merged_forward(&self, x: &B::Tensor, plan: FactorizedPlan) -> Result<B::Tensor> {
+        let w = &self.factorized;
+        let mut z = if plan.merge_head {
+            None
+        } else {
+            Some(self.backend.contract_channels(x, &w.first, None)?)
+        };
+        for (j, g) in self.layer.geometry().iter().enumerate() {
+            let input = z.as_ref().unwrap_or(x);
+            let next = self
                 .backend
-                .factorized_forward(x, &self.factorized, self.layer.geometry()),
+                .conv_along(input, j, self.step_weight(plan, j)?, *g)?;
+            z = Some(next);
+        }
+        let z = z.expect("a layer has at least one spatial axis");
+        match (plan.merge_tail, &w.bias) {
+            (true, Some(b)) => self.backend.add_bias(z, b),
+            (true, None) => Ok(z),
+            (false, bias) => self.backend.contract_channels(&z, &w.last, bias.as_ref()),
         }
     }
 }
