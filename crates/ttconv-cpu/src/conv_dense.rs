@@ -121,6 +121,11 @@ impl Dense {
         }
     }
 
+    /// Every kernel size 1, stride 1 and no padding (a channel contraction).
+    pub(crate) fn is_pointwise(&self) -> bool {
+        self.pointwise
+    }
+
     fn d(&self) -> usize {
         self.in_spatial.len()
     }
@@ -410,7 +415,7 @@ thread_local! {
 
 /// Runs `f` on this thread's im2col block, `len` floats (arbitrary contents: `f` overwrites
 /// what it reads).
-fn with_block<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(crate) fn with_block<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     BLOCK.with_borrow_mut(|buf| {
         if buf.len() < len {
             buf.resize(len, 0.0);

@@ -26,6 +26,7 @@ mod fused;
 mod gemm;
 mod kernel;
 mod par;
+mod row_im2col;
 mod taps;
 mod weights;
 
@@ -222,7 +223,12 @@ impl Backend for CpuBackend {
             .transpose()?;
         let geo = conv_dense::Dense::new(sh[1], &sh[2..], &out_sp, &ks[2..], geometry);
         let kmat = kernel_matrix(kernel)?;
-        let y = conv_dense::forward(check::flat(&x)?, kmat, bias, &geo);
+        let rows_only = row_im2col::RowIm2col::new(sh[1], &sh[2..], &out_sp, &ks[2..], geometry)
+            .filter(|_| !geo.is_pointwise() && !im2col_requested());
+        let y = match rows_only {
+            Some(plan) => row_im2col::forward(check::flat(&x)?, kmat, bias, &plan),
+            None => conv_dense::forward(check::flat(&x)?, kmat, bias, &geo),
+        };
         unflatten(y, &nd_shape(sh[0], ks[0], &out_sp))
     }
 
@@ -466,6 +472,13 @@ impl Backend for CpuBackend {
         }
         self.contract_channels(&z, &weights.last, weights.bias.as_ref())
     }
+}
+
+/// Whether `TTCONV_CPU_IM2COL` asks for the full im2col on every dense forward instead of the
+/// last-axis im2col of `row_im2col.rs` where that applies (read once; for comparisons).
+fn im2col_requested() -> bool {
+    static IM2COL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IM2COL.get_or_init(|| std::env::var_os("TTCONV_CPU_IM2COL").is_some())
 }
 
 /// Whether `TTCONV_CPU_UNFUSED` asks for the unfused factorized chain (read once).

@@ -77,6 +77,80 @@ proptest! {
     }
 }
 
+/// Larger images: at least 384 output positions per item, unit strides before the last axis
+/// (any stride on it). The 2-D ones take the last-axis im2col of `row_im2col.rs`, the 3-D ones
+/// the full im2col with blocks of whole GEMM tiles.
+fn large_case() -> impl Strategy<Value = Case> {
+    use common::AxisCase;
+    let axis = |size: std::ops::RangeInclusive<usize>, max_stride: usize| {
+        (
+            size,
+            1usize..=3,
+            1usize..=max_stride,
+            0usize..=2,
+            0usize..=2,
+            1usize..=2,
+        )
+            .prop_map(
+                |(size, kernel, stride, pad_before, pad_after, dilation)| AxisCase {
+                    size,
+                    kernel,
+                    geometry: AxisGeometry {
+                        stride,
+                        dilation,
+                        pad_before,
+                        pad_after,
+                    },
+                },
+            )
+    };
+    prop_oneof![
+        (axis(20..=28, 1), axis(24..=40, 3)).prop_map(|(a, b)| vec![a, b]),
+        (axis(4..=6, 1), axis(12..=16, 1), axis(12..=16, 2)).prop_map(|(a, b, c)| vec![a, b, c]),
+    ]
+    .prop_flat_map(|axes| {
+        (
+            Just(axes),
+            1usize..=2,
+            1usize..=4,
+            1usize..=5,
+            any::<u64>(),
+            any::<bool>(),
+        )
+    })
+    .prop_map(|(axes, batch, cin, cout, seed, bias)| Case {
+        batch,
+        cin,
+        cout,
+        axes,
+        seed,
+        bias,
+    })
+    .prop_filter("at least 384 output positions", |c| {
+        out_spatial(c, |_| true).is_some_and(|o| o.iter().product::<usize>() >= 384)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn large_forward_matches_oracle(c in large_case()) {
+        let be = CpuBackend::new();
+        let x = random(&c.in_shape(), c.seed);
+        let kernel = kernel_of(&c);
+        let bias = vec1(&random(&[c.cout], c.seed ^ 2));
+        let geometry = c.geometry();
+        let want = oracle::conv_nd(x.view(), kernel.view(), c.bias.then(|| bias.view()), &geometry).unwrap();
+        let bw = be.upload_weights(bias.view().into_dyn()).unwrap();
+        let got = be
+            .conv_dense(&x, &be.upload_weights(kernel.view()).unwrap(), c.bias.then_some(&bw), &geometry)
+            .unwrap();
+        let terms = conv_terms(&x, &kernel, c.bias.then_some(&bias), &geometry);
+        assert_close_scaled("conv_dense (large)", &got, &want, terms, REL);
+    }
+}
+
 /// The pointwise fast path (all kernel sizes 1, stride 1, no padding; dilation irrelevant).
 #[test]
 fn pointwise_kernel_takes_the_contraction_path() {
