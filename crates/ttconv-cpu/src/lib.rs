@@ -22,6 +22,7 @@ mod check;
 mod contract;
 mod conv_along;
 mod conv_dense;
+mod direct;
 mod fused;
 mod gemm;
 mod kernel;
@@ -223,11 +224,23 @@ impl Backend for CpuBackend {
             .transpose()?;
         let geo = conv_dense::Dense::new(sh[1], &sh[2..], &out_sp, &ks[2..], geometry);
         let kmat = kernel_matrix(kernel)?;
-        let rows_only = row_im2col::RowIm2col::new(sh[1], &sh[2..], &out_sp, &ks[2..], geometry)
-            .filter(|_| !geo.is_pointwise() && !im2col_requested());
-        let y = match rows_only {
-            Some(plan) => row_im2col::forward(check::flat(&x)?, kmat, bias, &plan),
-            None => conv_dense::forward(check::flat(&x)?, kmat, bias, &geo),
+        let x = check::flat(&x)?;
+        let (cin, in_sp, k_sp) = (sh[1], &sh[2..], &ks[2..]);
+        let path = dense_path();
+        let direct = (path == DensePath::Auto && !geo.is_pointwise())
+            .then(|| direct::Direct::new(cin, in_sp, &out_sp, k_sp, geometry))
+            .flatten()
+            .filter(|p| p.grid_ratio() <= MAX_DIRECT_GRID_RATIO);
+        let rows_only = (matches!(path, DensePath::Auto | DensePath::Rows) && !geo.is_pointwise())
+            .then(|| row_im2col::RowIm2col::new(cin, in_sp, &out_sp, k_sp, geometry))
+            .flatten();
+        let y = if let Some(plan) = direct {
+            let packed = kernel.packed_with(|| direct::pack_weights(kmat));
+            direct::forward(x, packed, ks[0], bias, &plan)
+        } else if let Some(plan) = rows_only {
+            row_im2col::forward(x, kmat, bias, &plan)
+        } else {
+            conv_dense::forward(x, kmat, bias, &geo)
         };
         unflatten(y, &nd_shape(sh[0], ks[0], &out_sp))
     }
@@ -474,11 +487,32 @@ impl Backend for CpuBackend {
     }
 }
 
-/// Whether `TTCONV_CPU_IM2COL` asks for the full im2col on every dense forward instead of the
-/// last-axis im2col of `row_im2col.rs` where that applies (read once; for comparisons).
-fn im2col_requested() -> bool {
-    static IM2COL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *IM2COL.get_or_init(|| std::env::var_os("TTCONV_CPU_IM2COL").is_some())
+/// Most grid positions per output position for which the dense forward runs the direct kernel
+/// (`direct.rs`): measured (2 threads, batch 8, 3 x 3) it wins at 56 x 56 (ratio 1.04), 28 x 28
+/// (1.10) and 14 x 14 (1.22) and loses at 7 x 7 (1.96: 7.3 against 5.0 ms for im2col).
+const MAX_DIRECT_GRID_RATIO: f64 = 1.3;
+
+/// The dense forward's algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DensePath {
+    /// The direct AVX-512 kernel where it applies (unit strides, AVX-512), else `Rows`.
+    Auto,
+    /// The last-axis im2col of `row_im2col.rs` where it applies (2-D, unit stride along the
+    /// first axis, at least 384 positions), else `Im2col`.
+    Rows,
+    /// The full im2col of `conv_dense.rs`.
+    Im2col,
+}
+
+/// The dense forward's algorithm: `TTCONV_CPU_DENSE=rows` or `=im2col` forces a slower one for
+/// A/B timing (read once; anything else is `Auto`).
+fn dense_path() -> DensePath {
+    static PATH: std::sync::OnceLock<DensePath> = std::sync::OnceLock::new();
+    *PATH.get_or_init(|| match std::env::var("TTCONV_CPU_DENSE").as_deref() {
+        Ok("rows") => DensePath::Rows,
+        Ok("im2col") => DensePath::Im2col,
+        _ => DensePath::Auto,
+    })
 }
 
 /// Whether `TTCONV_CPU_UNFUSED` asks for the unfused factorized chain (read once).

@@ -22,6 +22,8 @@ pub struct CpuWeights {
     id: u64,
     /// A product with the weight of identity `.0`, row-major (see `fused.rs`).
     merged: OnceLock<(u64, Vec<f32>)>,
+    /// A dense kernel packed for the direct convolution (see `direct.rs`).
+    packed: OnceLock<Vec<f32>>,
 }
 
 impl PartialEq for CpuWeights {
@@ -37,6 +39,7 @@ impl CpuWeights {
             data: w.as_standard_layout().into_owned(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             merged: OnceLock::new(),
+            packed: OnceLock::new(),
         }
     }
 
@@ -60,6 +63,12 @@ impl CpuWeights {
     /// The identity of this array's contents.
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// This weight repacked by `f` (the direct convolution's layout of a dense kernel), computed
+    /// on first use and kept: the data never changes, so neither does the packing.
+    pub(crate) fn packed_with(&self, f: impl FnOnce() -> Vec<f32>) -> &[f32] {
+        self.packed.get_or_init(f)
     }
 
     /// The product of this weight with the weight `partner` (by identity), computed by `f` on

@@ -1,0 +1,520 @@
+//! Dense N-D convolution with unit strides by a direct AVX-512 kernel: no im2col, no packing of
+//! the input.
+//!
+//! Each input item is copied once into a zero-padded array `x_pad (cin, P_1..P_d)`
+//! (`P_j = D_j + pad_before_j + pad_after_j`) whose spatial axes are flattened with the row-major
+//! strides `PS` of `P`. Output position `o` and tap `t` read flat index `g(o) + off(t)` with
+//! `g(o) = sum_j o_j PS_j` and `off(t) = sum_j t_j dil_j PS_j`. On the flat *grid*
+//! `g = g(first) .. g(last)`, the convolution is the GEMM
+//! `y'[oc, g] = sum_{c, t} K[oc, (c, t)] * x_pad[c * prod(P) + off(t) + g]`: its right operand
+//! is read straight from `x_pad`, one offset per reduction index `k = (c, t)`.
+//!
+//! The micro-kernel keeps a tile of [`MR`] output channels by [`NR`] consecutive grid positions
+//! in 24 AVX-512 registers; per `k` it loads two vectors of 16 grid positions at
+//! `x_pad + offset[k] + g0` and broadcasts [`MR`] weights of the kernel, packed once per layer
+//! (`K` rows of [`MR`] floats per block of channels, [`pack_weights`]). The tile is written to the
+//! output positions it covers: grid points with `o_j >= out_j` on some axis are no output and are
+//! dropped (the *waste*: 3.6% at 56 x 56 with a 3 x 3 kernel and padding 1, 29% at 7 x 7).
+//!
+//! Why: im2col + GEMM copies `cin * prod(k)` floats per output position, and the GEMM library
+//! packs them again; here each input float is read from cache by every tile that needs it. See
+//! docs/perf.md for the measured gain. Only with AVX-512 (`Direct::new` returns `None` without
+//! it, and the im2col paths run).
+
+use std::ops::Range;
+
+use ndarray::{Array3, ArrayView1, ArrayView2, ArrayView3};
+use rayon::prelude::*;
+use ttconv::AxisGeometry;
+
+use crate::par::{chunk_len, column_tasks, scratch};
+
+/// Output channels per tile (broadcast weights).
+pub(crate) const MR: usize = 8;
+/// 16-lane vectors of grid positions per tile.
+const NV: usize = 3;
+/// Grid positions per tile.
+const NR: usize = 16 * NV;
+/// Zero floats after each padded item: the last tile of an item reads up to `NR - 1` positions
+/// past the last output's grid index (twice that for margin).
+const SLACK: usize = 2 * NR;
+/// Floats of input a task's block of positions aims to keep in L2 (half of 1 MiB).
+const BLOCK_INPUT_FLOATS: usize = 128 * 1024;
+
+/// The geometry of one unit-stride dense convolution on the padded flat grid.
+#[derive(Debug)]
+pub(crate) struct Direct {
+    cin: usize,
+    in_spatial: Vec<usize>,
+    pad_before: Vec<usize>,
+    /// Row-major strides of the padded spatial shape `P`, and `prod(P)`.
+    padded_strides: Vec<usize>,
+    padded_size: usize,
+    out_spatial: Vec<usize>,
+    out_size: usize,
+    /// Per reduction index `k = c * taps + t`: `c * prod(P) + off(t)`.
+    offsets: Vec<usize>,
+    /// The largest `off(t)`, and the largest entry of `offsets`.
+    max_tap_offset: usize,
+    max_offset: usize,
+}
+
+impl Direct {
+    /// The plan for an input `(B, cin, in_spatial)`, kernel sizes `kernel` and `geometry`
+    /// giving `out_spatial`, or `None` when it does not apply: a stride other than 1, an empty
+    /// operand, or a CPU without AVX-512.
+    pub(crate) fn new(
+        cin: usize,
+        in_spatial: &[usize],
+        out_spatial: &[usize],
+        kernel: &[usize],
+        geometry: &[AxisGeometry],
+    ) -> Option<Self> {
+        let d = in_spatial.len();
+        if d == 0
+            || cin == 0
+            || in_spatial.contains(&0)
+            || out_spatial.contains(&0)
+            || geometry.iter().any(|g| g.stride != 1)
+            || !avx512_available()
+        {
+            return None;
+        }
+        let padded: Vec<usize> = (0..d)
+            .map(|j| in_spatial[j] + geometry[j].pad_before + geometry[j].pad_after)
+            .collect();
+        let mut padded_strides = vec![1usize; d];
+        for j in (0..d - 1).rev() {
+            padded_strides[j] = padded_strides[j + 1] * padded[j + 1];
+        }
+        let padded_size: usize = padded.iter().product();
+        let taps: usize = kernel.iter().product();
+        let mut tap_offsets = Vec::with_capacity(taps);
+        let mut t = vec![0usize; d];
+        for _ in 0..taps {
+            tap_offsets.push(
+                (0..d)
+                    .map(|j| t[j] * geometry[j].dilation * padded_strides[j])
+                    .sum::<usize>(),
+            );
+            for j in (0..d).rev() {
+                t[j] += 1;
+                if t[j] < kernel[j] {
+                    break;
+                }
+                t[j] = 0;
+            }
+        }
+        let offsets = (0..cin)
+            .flat_map(|c| tap_offsets.iter().map(move |&o| c * padded_size + o))
+            .collect();
+        Some(Self {
+            cin,
+            in_spatial: in_spatial.to_vec(),
+            pad_before: geometry.iter().map(|g| g.pad_before).collect(),
+            padded_strides,
+            padded_size,
+            out_size: out_spatial.iter().product(),
+            out_spatial: out_spatial.to_vec(),
+            max_tap_offset: tap_offsets.iter().copied().max().unwrap_or(0),
+            max_offset: (cin - 1) * padded_size + tap_offsets.iter().copied().max().unwrap_or(0),
+            offsets,
+        })
+    }
+
+    /// Grid positions the tiles of one item compute per output position (>= 1): the grid
+    /// stretch from the first to the last output, rounded up to whole tiles.
+    pub(crate) fn grid_ratio(&self) -> f64 {
+        let span = self.grid_index(self.out_size - 1) + 1;
+        (span.div_ceil(NR) * NR) as f64 / self.out_size as f64
+    }
+
+    /// The reduction length `K = cin * prod(k)`.
+    pub(crate) fn depth(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// The flat grid index `g(o)` of output position `q` (row-major over the output shape).
+    fn grid_index(&self, q: usize) -> usize {
+        let mut rest = q;
+        let mut p = 0;
+        for j in (0..self.out_spatial.len()).rev() {
+            p += (rest % self.out_spatial[j]) * self.padded_strides[j];
+            rest /= self.out_spatial[j];
+        }
+        p
+    }
+
+    /// Copies item `xb` (`cin x in_size`, row-major) into `dst` (`cin x prod(P)` then
+    /// [`SLACK`]), zeroing the padding.
+    fn pad_item(&self, xb: &[f32], dst: &mut [f32]) {
+        dst.fill(0.0);
+        let d = self.in_spatial.len();
+        let last = self.in_spatial[d - 1];
+        let in_size: usize = self.in_spatial.iter().product();
+        for c in 0..self.cin {
+            let src = &xb[c * in_size..(c + 1) * in_size];
+            let dst = &mut dst[c * self.padded_size..(c + 1) * self.padded_size];
+            for (line, values) in src.chunks_exact(last).enumerate() {
+                let mut rest = line;
+                let mut at = self.pad_before[d - 1];
+                for j in (0..d - 1).rev() {
+                    at += (rest % self.in_spatial[j] + self.pad_before[j]) * self.padded_strides[j];
+                    rest /= self.in_spatial[j];
+                }
+                dst[at..at + last].copy_from_slice(values);
+            }
+        }
+    }
+
+    /// The runs of output positions `q` along the last axis, as `(grid start, length, offset
+    /// of the run's first position from q.start)`, in order.
+    fn runs(&self, q: Range<usize>) -> Vec<(usize, usize, usize)> {
+        let last = self.out_spatial[self.out_spatial.len() - 1];
+        let mut runs = Vec::new();
+        let mut at = q.start;
+        while at < q.end {
+            let len = (last - at % last).min(q.end - at);
+            runs.push((self.grid_index(at), len, at - q.start));
+            at += len;
+        }
+        runs
+    }
+}
+
+/// Whether this CPU runs AVX-512F (detected once).
+fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The kernel `(out, K)` packed for the micro-kernel: for each block of [`MR`] output channels,
+/// `K` rows of [`MR`] floats (`packed[(blk * K + k) * MR + r] = kernel[blk * MR + r, k]`, zero
+/// past `out`).
+pub(crate) fn pack_weights(kernel: ArrayView2<'_, f32>) -> Vec<f32> {
+    let (out, depth) = kernel.dim();
+    let blocks = out.div_ceil(MR);
+    let mut packed = vec![0.0; blocks * depth * MR];
+    for (o, row) in kernel.outer_iter().enumerate() {
+        let (blk, r) = (o / MR, o % MR);
+        for (k, &v) in row.iter().enumerate() {
+            packed[(blk * depth + k) * MR + r] = v;
+        }
+    }
+    packed
+}
+
+/// Forward: `x` `(B, cin, in_size)` (standard layout), the kernel packed by [`pack_weights`] for
+/// `out` output channels, optional `bias` `(out,)`; returns `(B, out, out_size)`.
+///
+/// Tasks: (batch item, block of output positions sized so its input stays in L2); each runs every
+/// block of [`MR`] channels over its stretch of the grid, tile by tile.
+pub(crate) fn forward(
+    x: ArrayView3<'_, f32>,
+    packed: &[f32],
+    out: usize,
+    bias: Option<ArrayView1<'_, f32>>,
+    plan: &Direct,
+) -> Array3<f32> {
+    let batch = x.dim().0;
+    let mut y = Array3::<f32>::zeros((batch, out, plan.out_size));
+    if batch == 0 || out == 0 {
+        return y;
+    }
+    let depth = plan.depth();
+    assert_eq!(
+        packed.len(),
+        out.div_ceil(MR) * depth * MR,
+        "packed kernel size"
+    );
+    let item = plan.cin * plan.padded_size + SLACK;
+    let in_item = plan.cin * plan.in_spatial.iter().product::<usize>();
+    let xs = x.as_slice().expect("activations are in standard layout");
+    let mut padded = scratch::take(batch * item);
+    padded
+        .par_chunks_mut(item)
+        .zip(xs.par_chunks(in_item))
+        .for_each(|(dst, xb)| plan.pad_item(xb, dst));
+
+    let max_cols = (BLOCK_INPUT_FLOATS / plan.cin).saturating_sub(plan.max_tap_offset);
+    let chunk = chunk_len(batch, plan.out_size, out * depth, max_cols.max(NR));
+    let padded_ref = &padded;
+    column_tasks(y.view_mut(), chunk, 1)
+        .into_par_iter()
+        .for_each(|(b, q, mut yb)| {
+            let xp = &padded_ref[b * item..(b + 1) * item];
+            let runs = plan.runs(q.clone());
+            let g0 = plan.grid_index(q.start);
+            let g1 = plan.grid_index(q.end - 1) + 1;
+            // Every tile reads `xp[t0 + offset + 0..NR]` with `t0 < g1` and
+            // `offset <= (cin - 1) * prod(P) + max_tap_offset`; since
+            // `g1 - 1 + max_tap_offset < prod(P)`, the last index is below
+            // `cin * prod(P) + NR - 1 < item`.
+            assert!(g1 - 1 + plan.max_tap_offset < plan.padded_size && NR <= SLACK);
+            let mut tile = [[0f32; NR]; MR];
+            let blocks: Vec<(usize, [f32; MR])> = (0..out.div_ceil(MR))
+                .map(|blk| {
+                    let rows = MR.min(out - blk * MR);
+                    let mut init = [0f32; MR];
+                    if let Some(bias) = &bias {
+                        for (r, v) in init.iter_mut().take(rows).enumerate() {
+                            *v = bias[blk * MR + r];
+                        }
+                    }
+                    (rows, init)
+                })
+                .collect();
+            let mut first_run = 0;
+            let mut t0 = g0;
+            // Tile by tile, every block of channels: the tile's input stays in L1 while the
+            // weights (contiguous, K x MR per block) stream from L2.
+            while t0 < g1 {
+                while first_run < runs.len() && runs[first_run].0 + runs[first_run].1 <= t0 {
+                    first_run += 1;
+                }
+                for (blk, (w, (rows, init))) in
+                    packed.chunks_exact(depth * MR).zip(&blocks).enumerate()
+                {
+                    micro_tile(
+                        w,
+                        &xp[t0..],
+                        &plan.offsets,
+                        plan.max_offset,
+                        init,
+                        &mut tile,
+                    );
+                    // Scatter the tile's lanes onto the output positions they hold.
+                    for &(g, len, qoff) in &runs[first_run..] {
+                        if g >= t0 + NR {
+                            break;
+                        }
+                        let (lo, hi) = (g.max(t0), (g + len).min(t0 + NR));
+                        let dst = qoff + lo - g;
+                        for (r, lanes) in tile.iter().take(*rows).enumerate() {
+                            let mut row = yb.row_mut(blk * MR + r);
+                            let row = row.as_slice_mut().expect("output rows are contiguous");
+                            row[dst..dst + hi - lo].copy_from_slice(&lanes[lo - t0..hi - t0]);
+                        }
+                    }
+                }
+                t0 += NR;
+            }
+        });
+    scratch::give(padded);
+    y
+}
+
+/// One tile: `tile[r][j] = init[r] + sum_k w[k * MR + r] * x[offsets[k] + j]`, `r < MR`,
+/// `j < NR`.
+///
+/// `max_offset` is the largest entry of `offsets`. Panics unless `max_offset + NR <= x.len()` and
+/// `w.len() >= offsets.len() * MR` (the unchecked loads below rely on it; the caller's
+/// `max_offset` is checked in debug builds).
+fn micro_tile(
+    w: &[f32],
+    x: &[f32],
+    offsets: &[usize],
+    max_offset: usize,
+    init: &[f32; MR],
+    tile: &mut [[f32; NR]; MR],
+) {
+    debug_assert_eq!(offsets.iter().copied().max(), Some(max_offset));
+    assert!(max_offset + NR <= x.len() && w.len() >= offsets.len() * MR);
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `Direct::new` only plans this path when the CPU has AVX-512F (the
+        // `target_feature` contract of `avx512::tile`), and the assertion above bounds every
+        // load `tile` makes: `x[offsets[k] .. offsets[k] + NR]` and `w[k * MR .. (k + 1) * MR]`.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx512::tile(w.as_ptr(), x.as_ptr(), offsets, init, tile)
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("the direct path is only planned on x86-64 with AVX-512");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512 {
+    use std::arch::x86_64::{
+        __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_storeu_ps,
+    };
+
+    use super::{MR, NR, NV};
+
+    /// See [`super::micro_tile`]. 24 accumulators (`MR` rows x `NV` 16-lane vectors) stay in
+    /// registers through the whole reduction.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `x + offsets[k] + 0..NR` and `w + k * MR + 0..MR` must be
+    /// readable for every `k < offsets.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile(
+        w: *const f32,
+        x: *const f32,
+        offsets: &[usize],
+        init: &[f32; MR],
+        tile: &mut [[f32; NR]; MR],
+    ) {
+        let mut acc: [[__m512; NV]; MR] = [[_mm512_set1_ps(0.0); NV]; MR];
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = [_mm512_set1_ps(init[r]); NV];
+        }
+        for (k, &off) in offsets.iter().enumerate() {
+            let mut b = [_mm512_set1_ps(0.0); NV];
+            for (v, bv) in b.iter_mut().enumerate() {
+                // SAFETY: `x[off + 16 v .. off + 16 (v + 1)]` is in bounds by the caller's
+                // contract (`16 * NV = NR`).
+                *bv = unsafe { _mm512_loadu_ps(x.add(off + 16 * v)) };
+            }
+            for (r, a) in acc.iter_mut().enumerate() {
+                // SAFETY: `k * MR + r` is in bounds by the caller's contract.
+                let wr = _mm512_set1_ps(unsafe { *w.add(k * MR + r) });
+                for (av, bv) in a.iter_mut().zip(&b) {
+                    *av = _mm512_fmadd_ps(wr, *bv, *av);
+                }
+            }
+        }
+        for (a, row) in acc.iter().zip(tile.iter_mut()) {
+            for (v, av) in a.iter().enumerate() {
+                // SAFETY: each row holds NR = 16 NV floats.
+                unsafe { _mm512_storeu_ps(row.as_mut_ptr().add(16 * v), *av) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array1, Array2, ArrayD, IxDyn};
+    use proptest::prelude::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0f32..1.0))
+    }
+
+    /// One random unit-stride convolution: `(d, batch, cin, cout, sizes, kernels, dilations,
+    /// paddings, bias, seed)`; `cout` up to `3 * MR + 1` so every tail of a block of channels
+    /// occurs, sizes up to 12 so tiles span several grid lines and end past the last output.
+    #[allow(clippy::type_complexity)]
+    fn case() -> impl Strategy<
+        Value = (
+            usize,
+            usize,
+            usize,
+            Vec<(usize, usize, usize, usize, usize)>,
+            bool,
+            u64,
+        ),
+    > {
+        (
+            1usize..=2,
+            1usize..=6,
+            1usize..=3 * MR + 1,
+            prop::collection::vec(
+                (1usize..=12, 1usize..=3, 1usize..=2, 0usize..=2, 0usize..=2),
+                1..=3,
+            ),
+            any::<bool>(),
+            any::<u64>(),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// The direct kernel against the f64 oracle (tolerance as in the crate's integration
+        /// tests: 1e-5 of the larger of the largest output and the terms' root-sum-square).
+        #[test]
+        fn forward_matches_the_oracle((batch, cin, cout, axes, bias, seed) in case()) {
+            let in_sp: Vec<usize> = axes.iter().map(|a| a.0).collect();
+            let ks: Vec<usize> = axes.iter().map(|a| a.1).collect();
+            let geometry: Vec<AxisGeometry> = axes
+                .iter()
+                .map(|a| AxisGeometry { stride: 1, dilation: a.2, pad_before: a.3, pad_after: a.4 })
+                .collect();
+            let Ok(out_sp) = ttconv::geometry::output_spatial(&in_sp, &ks, &geometry) else {
+                return Ok(());
+            };
+            if out_sp.contains(&0) {
+                return Ok(());
+            }
+            let Some(plan) = Direct::new(cin, &in_sp, &out_sp, &ks, &geometry) else {
+                println!("skipped: this CPU has no AVX-512F, the direct kernel never runs here");
+                return Ok(());
+            };
+            let mut xs = vec![batch, cin];
+            xs.extend(&in_sp);
+            let x = random(&xs, seed);
+            let mut kshape = vec![cout, cin];
+            kshape.extend(&ks);
+            let kernel = random(&kshape, seed ^ 1);
+            let b: Array1<f32> = random(&[cout], seed ^ 2).into_dimensionality().unwrap();
+            let b = bias.then_some(b);
+            let want = ttconv::oracle::conv_nd(x.view(), kernel.view(), b.as_ref().map(|b| b.view()), &geometry).unwrap();
+            let sq = |a: &ArrayD<f32>| a.mapv(|v| v * v);
+            let b2 = b.as_ref().map(|b| b.mapv(|v| v * v));
+            let terms = ttconv::oracle::conv_nd(sq(&x).view(), sq(&kernel).view(), b2.as_ref().map(|b| b.view()), &geometry)
+                .unwrap()
+                .iter()
+                .fold(0f32, |m, v| m.max(v.sqrt()));
+            let depth: usize = kshape[1..].iter().product();
+            let kmat = kernel.view().into_shape_with_order((cout, depth)).unwrap();
+            let packed = pack_weights(kmat);
+            let x3 = x.view().into_shape_with_order((batch, cin, in_sp.iter().product())).unwrap();
+            let got = forward(x3, &packed, cout, b.as_ref().map(|b| b.view()), &plan);
+            let want = want.as_standard_layout();
+            let want = want.as_slice().unwrap();
+            let scale = want.iter().fold(terms, |m, v| m.max(v.abs()));
+            for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                prop_assert!((g - w).abs() <= 1e-5 * scale, "entry {}: {} vs {} (scale {})", i, g, w, scale);
+            }
+        }
+    }
+
+    #[test]
+    fn packing_puts_each_channel_block_k_major() {
+        let out = MR + 2;
+        let kernel = Array2::from_shape_fn((out, 3), |(o, k)| (o * 10 + k) as f32);
+        let packed = pack_weights(kernel.view());
+        assert_eq!(packed.len(), 2 * 3 * MR);
+        for o in 0..2 * MR {
+            for k in 0..3 {
+                let want = if o < out { (o * 10 + k) as f32 } else { 0.0 };
+                assert_eq!(
+                    packed[((o / MR) * 3 + k) * MR + o % MR],
+                    want,
+                    "channel {o}, k {k}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn grid_index_follows_the_padded_strides() {
+        let g = AxisGeometry {
+            stride: 1,
+            dilation: 1,
+            pad_before: 1,
+            pad_after: 1,
+        };
+        if let Some(plan) = Direct::new(2, &[5, 6], &[5, 6], &[3, 3], &[g, g]) {
+            assert_eq!(plan.grid_index(0), 0);
+            assert_eq!(plan.grid_index(7), 8 + 1); // (1, 1) on an 8-wide padded grid
+            assert_eq!(plan.offsets[9 + 4], 7 * 8 + 8 + 1); // channel 1, tap (1, 1)
+            assert_eq!(plan.runs(4..9), vec![(4, 2, 0), (8, 3, 2)]);
+        }
+    }
+}
