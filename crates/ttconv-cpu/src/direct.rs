@@ -1,5 +1,4 @@
-//! Dense N-D convolution with unit strides by a direct AVX-512 kernel: no im2col, no packing of
-//! the input.
+//! Dense N-D convolution by a direct AVX-512 kernel: no im2col, no packing of the input.
 //!
 //! Each input item is copied once into a zero-padded array `x_pad (cin, P_1..P_d)`
 //! (`P_j = D_j + pad_before_j + pad_after_j`) whose spatial axes are flattened with the row-major
@@ -15,6 +14,10 @@
 //! (`K` rows of [`MR`] floats per block of channels, [`pack_weights`]). The tile is written to the
 //! output positions it covers: grid points with `o_j >= out_j` on some axis are no output and are
 //! dropped (the *waste*: 3.6% at 56 x 56 with a 3 x 3 kernel and padding 1, 29% at 7 x 7).
+//!
+//! Strides: each padded axis is first split into `s_j` phase planes (space-to-depth), which makes
+//! the convolution unit-stride over the planes (see [`Direct::new`]); the planes are what the
+//! offsets point into.
 //!
 //! Why: im2col + GEMM copies `cin * prod(k)` floats per output position, and the GEMM library
 //! packs them again; here each input float is read from cache by every tile that needs it. See
@@ -41,28 +44,38 @@ const SLACK: usize = 2 * NR;
 /// Floats of input a task's block of positions aims to keep in L2 (half of 1 MiB).
 const BLOCK_INPUT_FLOATS: usize = 128 * 1024;
 
-/// The geometry of one unit-stride dense convolution on the padded flat grid.
+/// The geometry of one dense convolution on the flat grid of its phase planes.
 #[derive(Debug)]
 pub(crate) struct Direct {
     cin: usize,
     in_spatial: Vec<usize>,
     pad_before: Vec<usize>,
-    /// Row-major strides of the padded spatial shape `P`, and `prod(P)`.
+    /// The convolution's strides `s_j`.
+    strides: Vec<usize>,
+    /// Row-major strides of the phase-plane shape `Q` (`Q_j = ceil(P_j / s_j)`), and `prod(Q)`.
     padded_strides: Vec<usize>,
     padded_size: usize,
+    /// Planes per item: `prod(s) * cin`, phase-major.
+    planes: usize,
     out_spatial: Vec<usize>,
     out_size: usize,
-    /// Per reduction index `k = c * taps + t`: `c * prod(P) + off(t)`.
+    /// Per reduction index `k = c * taps + t`: the flat offset of the plane and shift tap `t`
+    /// of channel `c` reads (see the module docs).
     offsets: Vec<usize>,
-    /// The largest `off(t)`, and the largest entry of `offsets`.
+    /// The largest in-plane shift of a tap, and the largest entry of `offsets`.
     max_tap_offset: usize,
     max_offset: usize,
 }
 
 impl Direct {
     /// The plan for an input `(B, cin, in_spatial)`, kernel sizes `kernel` and `geometry`
-    /// giving `out_spatial`, or `None` when it does not apply: a stride other than 1, an empty
-    /// operand, or a CPU without AVX-512.
+    /// giving `out_spatial`, or `None` when it does not apply: an empty operand or a CPU without
+    /// AVX-512.
+    ///
+    /// Strides: axis `j` of the padded input is split into `s_j` phase planes (padded index
+    /// `i = q s_j + phi`), so tap `t_j` (padded offset `a = t_j dil_j`) of output `o_j` reads
+    /// plane `a mod s_j` at `o_j + a div s_j`: a unit-stride convolution over the planes, whose
+    /// grid is `Q_j = ceil(P_j / s_j)` long.
     pub(crate) fn new(
         cin: usize,
         in_spatial: &[usize],
@@ -75,28 +88,36 @@ impl Direct {
             || cin == 0
             || in_spatial.contains(&0)
             || out_spatial.contains(&0)
-            || geometry.iter().any(|g| g.stride != 1)
+            || geometry.iter().any(|g| g.stride == 0)
             || !avx512_available()
         {
             return None;
         }
-        let padded: Vec<usize> = (0..d)
-            .map(|j| in_spatial[j] + geometry[j].pad_before + geometry[j].pad_after)
+        let strides: Vec<usize> = geometry.iter().map(|g| g.stride).collect();
+        let phase_len: Vec<usize> = (0..d)
+            .map(|j| {
+                (in_spatial[j] + geometry[j].pad_before + geometry[j].pad_after)
+                    .div_ceil(strides[j])
+            })
             .collect();
         let mut padded_strides = vec![1usize; d];
         for j in (0..d - 1).rev() {
-            padded_strides[j] = padded_strides[j + 1] * padded[j + 1];
+            padded_strides[j] = padded_strides[j + 1] * phase_len[j + 1];
         }
-        let padded_size: usize = padded.iter().product();
+        let padded_size: usize = phase_len.iter().product();
+        let phases: usize = strides.iter().product();
+        // Per tap: (phase index, in-plane shift).
         let taps: usize = kernel.iter().product();
-        let mut tap_offsets = Vec::with_capacity(taps);
+        let mut tap_planes = Vec::with_capacity(taps);
         let mut t = vec![0usize; d];
         for _ in 0..taps {
-            tap_offsets.push(
-                (0..d)
-                    .map(|j| t[j] * geometry[j].dilation * padded_strides[j])
-                    .sum::<usize>(),
-            );
+            let (mut phase, mut shift) = (0, 0);
+            for j in 0..d {
+                let a = t[j] * geometry[j].dilation;
+                phase = phase * strides[j] + a % strides[j];
+                shift += (a / strides[j]) * padded_strides[j];
+            }
+            tap_planes.push((phase, shift));
             for j in (0..d).rev() {
                 t[j] += 1;
                 if t[j] < kernel[j] {
@@ -105,19 +126,25 @@ impl Direct {
                 t[j] = 0;
             }
         }
-        let offsets = (0..cin)
-            .flat_map(|c| tap_offsets.iter().map(move |&o| c * padded_size + o))
+        let offsets: Vec<usize> = (0..cin)
+            .flat_map(|c| {
+                tap_planes
+                    .iter()
+                    .map(move |&(phase, shift)| (phase * cin + c) * padded_size + shift)
+            })
             .collect();
         Some(Self {
             cin,
             in_spatial: in_spatial.to_vec(),
             pad_before: geometry.iter().map(|g| g.pad_before).collect(),
+            strides,
             padded_strides,
             padded_size,
+            planes: phases * cin,
             out_size: out_spatial.iter().product(),
             out_spatial: out_spatial.to_vec(),
-            max_tap_offset: tap_offsets.iter().copied().max().unwrap_or(0),
-            max_offset: (cin - 1) * padded_size + tap_offsets.iter().copied().max().unwrap_or(0),
+            max_tap_offset: tap_planes.iter().map(|p| p.1).max().unwrap_or(0),
+            max_offset: offsets.iter().copied().max().unwrap_or(0),
             offsets,
         })
     }
@@ -145,24 +172,53 @@ impl Direct {
         p
     }
 
-    /// Copies item `xb` (`cin x in_size`, row-major) into `dst` (`cin x prod(P)` then
-    /// [`SLACK`]), zeroing the padding.
+    /// Floats per item: its planes, then [`SLACK`].
+    fn item_len(&self) -> usize {
+        self.planes * self.padded_size + SLACK
+    }
+
+    /// Copies item `xb` (`cin x in_size`, row-major) into `dst` ([`Self::item_len`] floats):
+    /// padded index `i_j + pad_j = q_j s_j + phi_j` of channel `c` goes to plane
+    /// `(phase(phi) * cin + c)` at `q`; everything else is zero.
     fn pad_item(&self, xb: &[f32], dst: &mut [f32]) {
         dst.fill(0.0);
         let d = self.in_spatial.len();
         let last = self.in_spatial[d - 1];
         let in_size: usize = self.in_spatial.iter().product();
+        let (s_last, pad_last) = (self.strides[d - 1], self.pad_before[d - 1]);
         for c in 0..self.cin {
             let src = &xb[c * in_size..(c + 1) * in_size];
-            let dst = &mut dst[c * self.padded_size..(c + 1) * self.padded_size];
             for (line, values) in src.chunks_exact(last).enumerate() {
+                // Phase and in-plane offset of the line (leading axes).
                 let mut rest = line;
-                let mut at = self.pad_before[d - 1];
+                let (mut phase, mut at, mut scale) = (0, 0, 1);
                 for j in (0..d - 1).rev() {
-                    at += (rest % self.in_spatial[j] + self.pad_before[j]) * self.padded_strides[j];
+                    let p = rest % self.in_spatial[j] + self.pad_before[j];
                     rest /= self.in_spatial[j];
+                    phase += (p % self.strides[j]) * scale;
+                    scale *= self.strides[j];
+                    at += (p / self.strides[j]) * self.padded_strides[j];
                 }
-                dst[at..at + last].copy_from_slice(values);
+                if s_last == 1 {
+                    let start = (phase * self.cin + c) * self.padded_size + at + pad_last;
+                    dst[start..start + last].copy_from_slice(values);
+                    continue;
+                }
+                // Along the last axis: input `w` has phase `(w + pad) mod s` and lands at
+                // `(w + pad) div s`; each phase is a strided run of the line.
+                for ph_last in 0..s_last {
+                    let w0 = (ph_last + s_last - pad_last % s_last) % s_last;
+                    if w0 >= last {
+                        continue;
+                    }
+                    let ph = phase * s_last + ph_last;
+                    let start =
+                        (ph * self.cin + c) * self.padded_size + at + (w0 + pad_last) / s_last;
+                    let run = values[w0..].iter().step_by(s_last);
+                    for (d, &v) in dst[start..].iter_mut().zip(run) {
+                        *d = v;
+                    }
+                }
             }
         }
     }
@@ -234,7 +290,7 @@ pub(crate) fn forward(
         out.div_ceil(MR) * depth * MR,
         "packed kernel size"
     );
-    let item = plan.cin * plan.padded_size + SLACK;
+    let item = plan.item_len();
     let in_item = plan.cin * plan.in_spatial.iter().product::<usize>();
     let xs = x.as_slice().expect("activations are in standard layout");
     let mut padded = scratch::take(batch * item);
@@ -405,16 +461,17 @@ mod tests {
         ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0f32..1.0))
     }
 
-    /// One random unit-stride convolution: `(d, batch, cin, cout, sizes, kernels, dilations,
-    /// paddings, bias, seed)`; `cout` up to `3 * MR + 1` so every tail of a block of channels
-    /// occurs, sizes up to 12 so tiles span several grid lines and end past the last output.
+    /// One random convolution: `(batch, cin, cout, per axis (size, kernel, dilation, padding
+    /// before, after, stride), bias, seed)`; `cout` up to `3 * MR + 1` so every tail of a block
+    /// of channels occurs, sizes up to 12 so tiles span several grid lines and end past the
+    /// last output.
     #[allow(clippy::type_complexity)]
     fn case() -> impl Strategy<
         Value = (
             usize,
             usize,
             usize,
-            Vec<(usize, usize, usize, usize, usize)>,
+            Vec<(usize, usize, usize, usize, usize, usize)>,
             bool,
             u64,
         ),
@@ -424,7 +481,14 @@ mod tests {
             1usize..=6,
             1usize..=3 * MR + 1,
             prop::collection::vec(
-                (1usize..=12, 1usize..=3, 1usize..=2, 0usize..=2, 0usize..=2),
+                (
+                    1usize..=12,
+                    1usize..=3,
+                    1usize..=2,
+                    0usize..=2,
+                    0usize..=2,
+                    1usize..=3,
+                ),
                 1..=3,
             ),
             any::<bool>(),
@@ -443,7 +507,7 @@ mod tests {
             let ks: Vec<usize> = axes.iter().map(|a| a.1).collect();
             let geometry: Vec<AxisGeometry> = axes
                 .iter()
-                .map(|a| AxisGeometry { stride: 1, dilation: a.2, pad_before: a.3, pad_after: a.4 })
+                .map(|a| AxisGeometry { stride: a.5, dilation: a.2, pad_before: a.3, pad_after: a.4 })
                 .collect();
             let Ok(out_sp) = ttconv::geometry::output_spatial(&in_sp, &ks, &geometry) else {
                 return Ok(());
