@@ -8,7 +8,7 @@ use ndarray::{Array3, ArrayD, IxDyn};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use ttconv::{AxisGeometry, Gradients, Implementation, TtConv, TtConvConfig, TtTensor, oracle};
+use ttconv::{AxisGeometry, Implementation, TtConv, TtConvConfig, TtTensor, oracle};
 use ttconv_cpu::CpuBackend;
 
 /// `L = sum(y * gy)` for the layer's cores, bias and input, computed entirely in f64: the TT
@@ -214,71 +214,6 @@ fn gradients_match_finite_differences_order_3() {
     });
 }
 
-/// `max|a - b| <= REL_TOL * max(max|b|, terms)`, where `terms` is the root-sum-square size of
-/// the products summed into the entries (`common::squared_layer`).
-fn assert_close(
-    name: &str,
-    a: &ArrayD<f32>,
-    b: &ArrayD<f32>,
-    terms: f32,
-) -> Result<(), TestCaseError> {
-    let scale = max_abs(b).max(terms);
-    let diff = max_diff(a, b);
-    record_worst(name, diff / scale);
-    prop_assert!(
-        diff <= REL_TOL * scale,
-        "{}: {} (scale {}, max |reference| {}, terms {})",
-        name,
-        diff,
-        scale,
-        max_abs(b),
-        terms
-    );
-    Ok(())
-}
-
-/// The terms' sizes of every gradient of `layer` at `(x, gy)`: the same backward on squared
-/// operands (see `common::squared_layer`).
-fn gradient_terms(
-    cpu: &CpuBackend,
-    layer: &TtConv,
-    x: &ArrayD<f32>,
-    gy: &ArrayD<f32>,
-) -> Gradients {
-    squared_layer(layer)
-        .backward(
-            cpu,
-            squared(x).view(),
-            squared(gy).view(),
-            Implementation::Reconstructed,
-            true,
-        )
-        .expect("the squared layer accepts what the layer accepted")
-}
-
-fn compare_gradients(a: &Gradients, b: &Gradients, terms: &Gradients) -> Result<(), TestCaseError> {
-    if let (Some(x), Some(y), Some(t)) = (&a.input, &b.input, &terms.input) {
-        assert_close("input", x, y, term_scale(t))?;
-    }
-    for (k, ((x, y), t)) in a.cores.iter().zip(&b.cores).zip(&terms.cores).enumerate() {
-        assert_close(
-            &format!("core {k}"),
-            &x.clone().into_dyn(),
-            &y.clone().into_dyn(),
-            term_scale(&t.clone().into_dyn()),
-        )?;
-    }
-    if let (Some(x), Some(y), Some(t)) = (&a.bias, &b.bias, &terms.bias) {
-        assert_close(
-            "bias",
-            &x.clone().into_dyn(),
-            &y.clone().into_dyn(),
-            term_scale(&t.clone().into_dyn()),
-        )?;
-    }
-    Ok(())
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
 
@@ -369,33 +304,13 @@ fn backward_rejects_a_wrong_output_gradient() {
 }
 
 /// Layers whose ranks exceed their channels train through the merged-ends plan (the chain the
-/// forward runs, `ttconv::FactorizedPlan`): one layer per merge pattern, bias on, strided,
-/// padded and dilated; factorized gradients == reconstructed gradients == the oracle's.
+/// forward runs, `ttconv::FactorizedPlan`): one layer per merge pattern
+/// (`common::merge_pattern_cases`); factorized gradients == reconstructed gradients == the
+/// oracle's.
 #[test]
 fn merged_plan_gradients_match() {
-    let cases = [
-        // (cin, cout, ranks, kernel, expected (merge_head, merge_tail))
-        (2, 3, vec![1, 8, 2, 8, 1], vec![3, 3], (true, true)),
-        (2, 3, vec![1, 8, 8, 1], vec![3], (true, false)),
-        (8, 3, vec![1, 2, 8, 1], vec![3], (false, true)),
-        (2, 2, vec![1, 6, 2, 3, 6, 1], vec![2, 3, 2], (true, true)),
-    ];
     let cpu = CpuBackend::new();
-    for (i, (cin, cout, ranks, kernel, (head, tail))) in cases.into_iter().enumerate() {
-        let d = kernel.len();
-        let case = Case {
-            batch: 2,
-            cin,
-            cout,
-            stride: (0..d).map(|j| 1 + j % 2).collect(),
-            padding: (0..d).map(|j| (1, j % 2)).collect(),
-            dilation: (0..d).map(|j| 1 + (j + 1) % 2).collect(),
-            spatial: vec![7; d],
-            kernel,
-            ranks,
-            bias: true,
-            seed: 100 + i as u64,
-        };
+    for (i, (case, (head, tail))) in merge_pattern_cases(100).into_iter().enumerate() {
         let (layer, x) = build(&case);
         let plan = layer.factorized_plan(x.shape());
         assert_eq!((plan.merge_head, plan.merge_tail), (head, tail), "case {i}");

@@ -122,45 +122,13 @@ impl Backend for PlainChain {
     }
 }
 
-/// One layer per merge pattern (and one plain), bias on, strided, padded and dilated.
-fn cases() -> Vec<(Case, (bool, bool))> {
-    let shapes = [
-        (2, 3, vec![1, 8, 2, 8, 1], vec![3, 3], (true, true)),
-        (2, 3, vec![1, 8, 8, 1], vec![3], (true, false)),
-        (8, 3, vec![1, 2, 8, 1], vec![3], (false, true)),
-        (2, 2, vec![1, 6, 2, 3, 6, 1], vec![2, 3, 2], (true, true)),
-        (6, 5, vec![1, 2, 3, 2, 1], vec![3, 2], (false, false)),
-    ];
-    shapes
-        .into_iter()
-        .enumerate()
-        .map(|(i, (cin, cout, ranks, kernel, plan))| {
-            let d = kernel.len();
-            let case = Case {
-                batch: 2,
-                cin,
-                cout,
-                stride: (0..d).map(|j| 1 + j % 2).collect(),
-                padding: (0..d).map(|j| (1, j % 2)).collect(),
-                dilation: (0..d).map(|j| 1 + (j + 1) % 2).collect(),
-                spatial: vec![7; d],
-                kernel,
-                ranks,
-                bias: true,
-                seed: 200 + i as u64,
-            };
-            (case, plan)
-        })
-        .collect()
-}
-
 #[test]
 fn merged_chain_through_primitives_matches_the_oracle_and_the_cpu_backend() {
     let plain = PlainChain(CpuBackend::new());
     let cpu = CpuBackend::new();
     assert!(!plain.merges_factorized_ends());
     assert!(cpu.merges_factorized_ends() || std::env::var_os("TTCONV_CPU_UNFUSED").is_some());
-    for (i, (case, (head, tail))) in cases().into_iter().enumerate() {
+    for (i, (case, (head, tail))) in merge_pattern_cases(200).into_iter().enumerate() {
         let (layer, x) = build(&case);
         let plan = layer.factorized_plan(x.shape());
         assert_eq!((plan.merge_head, plan.merge_tail), (head, tail), "case {i}");
@@ -195,49 +163,7 @@ fn merged_chain_through_primitives_matches_the_oracle_and_the_cpu_backend() {
                 true,
             )
             .unwrap();
-        let terms = squared_layer(&layer)
-            .backward(
-                &cpu,
-                squared(&x).view(),
-                squared(&gy).view(),
-                Implementation::Reconstructed,
-                true,
-            )
-            .unwrap();
-        let check = |what: &str, a: &ArrayD<f32>, b: &ArrayD<f32>, t: &ArrayD<f32>| {
-            let s = max_abs(b).max(term_scale(t));
-            assert!(
-                max_diff(a, b) <= REL_TOL * s,
-                "case {i}: {what}: {} > {} * {s}",
-                max_diff(a, b),
-                REL_TOL
-            );
-        };
-        check(
-            "input",
-            ours.input.as_ref().unwrap(),
-            theirs.input.as_ref().unwrap(),
-            terms.input.as_ref().unwrap(),
-        );
-        for (k, ((a, b), t)) in ours
-            .cores
-            .iter()
-            .zip(&theirs.cores)
-            .zip(&terms.cores)
-            .enumerate()
-        {
-            check(
-                &format!("core {k}"),
-                &a.clone().into_dyn(),
-                &b.clone().into_dyn(),
-                &t.clone().into_dyn(),
-            );
-        }
-        check(
-            "bias",
-            &ours.bias.clone().unwrap().into_dyn(),
-            &theirs.bias.clone().unwrap().into_dyn(),
-            &terms.bias.clone().unwrap().into_dyn(),
-        );
+        let terms = gradient_terms(&cpu, &layer, &x, &gy);
+        compare_gradients(&ours, &theirs, &terms).unwrap_or_else(|e| panic!("case {i}: {e}"));
     }
 }

@@ -21,12 +21,12 @@ use rayon::prelude::*;
 use ttconv::AxisGeometry;
 
 use crate::contract::{channel_gemm, weight_grad};
-use crate::gemm::gemm;
+use crate::gemm::{GEMM_TILE, gemm, tile_aligned};
 use crate::par::{
     SCRATCH_BYTES, blocks_per_item, chunk_len, column_tasks, ranges, reduction_groups, row_tasks,
-    sum_partials,
+    scratch, sum_partials,
 };
-use crate::taps::{tap_offset, valid_outputs};
+use crate::taps::{row_major_taps, tap_offset, valid_outputs};
 
 /// Fewest output positions per im2col block, however many rows (keeps the GEMMs wide).
 const MIN_BLOCK_COLS: usize = 32;
@@ -82,8 +82,7 @@ impl Dense {
         }
         let mut offsets = Vec::with_capacity(taps * d);
         let mut last_valid = Vec::with_capacity(taps);
-        let mut t = vec![0usize; d];
-        for _ in 0..taps {
+        for t in row_major_taps(kernel) {
             for j in 0..d {
                 offsets.push(tap_offset(&geometry[j], t[j]));
             }
@@ -93,14 +92,6 @@ impl Dense {
                 in_spatial[d - 1],
                 out_spatial[d - 1],
             ));
-            // next tap, row-major
-            for j in (0..d).rev() {
-                t[j] += 1;
-                if t[j] < kernel[j] {
-                    break;
-                }
-                t[j] = 0;
-            }
         }
         let pointwise = kernel.iter().all(|&k| k == 1)
             && geometry
@@ -276,12 +267,6 @@ impl Dense {
     }
 }
 
-/// Rows of the GEMM micro-kernel's output tile in its SIMD direction (faer's f32 AVX-512 kernel
-/// is 96 x 4, and the output positions are that direction here): blocks of output positions are
-/// a multiple of it where possible, so only the last block runs the masked tail kernels
-/// (measured: 227-column blocks spent 15% of the time in them).
-const GEMM_TILE: usize = 96;
-
 /// Forward: `x` `(B, cin, in_size)` (standard layout), `kernel` `(out, cin * taps)`, optional
 /// `bias` `(out,)`; returns `(B, out, out_size)`.
 ///
@@ -306,11 +291,7 @@ pub(crate) fn forward(
     let mut y = Array3::<f32>::zeros((batch, out, geo.out_size));
     let cols = Dense::block_cols(rows).max(2 * GEMM_TILE);
     let chunk = chunk_len(batch, geo.out_size, out * rows, cols);
-    let chunk = if chunk >= GEMM_TILE {
-        chunk / GEMM_TILE * GEMM_TILE
-    } else {
-        chunk
-    };
+    let chunk = tile_aligned(chunk);
     column_tasks(y.view_mut(), chunk, 1)
         .into_par_iter()
         .for_each(|(b, q, mut yb)| {
@@ -407,21 +388,14 @@ fn block_across_items(
     yb
 }
 
-thread_local! {
-    /// Per-thread im2col block, grown on demand and kept: allocating it per task made the
-    /// kernel map and zero fresh pages on every call.
-    static BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on this thread's im2col block, `len` floats (arbitrary contents: `f` overwrites
-/// what it reads).
-pub(crate) fn with_block<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    BLOCK.with_borrow_mut(|buf| {
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        f(&mut buf[..len])
-    })
+/// Runs `f` on an im2col block of `len` floats taken from the scratch pool (arbitrary contents:
+/// `f` overwrites what it reads): allocating a block per task made the kernel map and zero fresh
+/// pages on every call.
+fn with_block<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = scratch::take(len);
+    let r = f(&mut buf);
+    scratch::give(buf);
+    r
 }
 
 /// Input gradient: `gy` `(B, out, out_size)` (standard layout), `kernel` `(out, cin * taps)`;

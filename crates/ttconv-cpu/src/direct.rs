@@ -33,9 +33,10 @@ use rayon::prelude::*;
 use ttconv::AxisGeometry;
 
 use crate::par::{chunk_len, column_tasks, scratch};
+use crate::taps::row_major_taps;
 
 /// Output channels per tile (broadcast weights).
-pub(crate) const MR: usize = 8;
+const MR: usize = 8;
 /// 16-lane vectors of grid positions per tile.
 const NV: usize = 3;
 /// Grid positions per tile.
@@ -109,25 +110,17 @@ impl Direct {
         let padded_size: usize = phase_len.iter().product();
         let phases: usize = strides.iter().product();
         // Per tap: (phase index, in-plane shift).
-        let taps: usize = kernel.iter().product();
-        let mut tap_planes = Vec::with_capacity(taps);
-        let mut t = vec![0usize; d];
-        for _ in 0..taps {
-            let (mut phase, mut shift) = (0, 0);
-            for j in 0..d {
-                let a = t[j] * geometry[j].dilation;
-                phase = phase * strides[j] + a % strides[j];
-                shift += (a / strides[j]) * padded_strides[j];
-            }
-            tap_planes.push((phase, shift));
-            for j in (0..d).rev() {
-                t[j] += 1;
-                if t[j] < kernel[j] {
-                    break;
+        let tap_planes: Vec<(usize, usize)> = row_major_taps(kernel)
+            .map(|t| {
+                let (mut phase, mut shift) = (0, 0);
+                for j in 0..d {
+                    let a = t[j] * geometry[j].dilation;
+                    phase = phase * strides[j] + a % strides[j];
+                    shift += (a / strides[j]) * padded_strides[j];
                 }
-                t[j] = 0;
-            }
-        }
+                (phase, shift)
+            })
+            .collect();
         let offsets: Vec<usize> = (0..cin)
             .flat_map(|c| {
                 tap_planes
@@ -159,7 +152,7 @@ impl Direct {
     }
 
     /// The reduction length `K = cin * prod(k)`.
-    pub(crate) fn depth(&self) -> usize {
+    fn depth(&self) -> usize {
         self.offsets.len()
     }
 
@@ -303,6 +296,19 @@ pub(crate) fn forward(
 
     let max_cols = (BLOCK_INPUT_FLOATS / plan.cin).saturating_sub(plan.max_tap_offset);
     let chunk = chunk_len(batch, plan.out_size, out * depth, max_cols.max(NR));
+    // Per block of channels: its rows and the tile's initial values (the bias, or zero).
+    let blocks: Vec<(usize, [f32; MR])> = (0..out.div_ceil(MR))
+        .map(|blk| {
+            let rows = MR.min(out - blk * MR);
+            let mut init = [0f32; MR];
+            if let Some(bias) = &bias {
+                for (r, v) in init.iter_mut().take(rows).enumerate() {
+                    *v = bias[blk * MR + r];
+                }
+            }
+            (rows, init)
+        })
+        .collect();
     let padded_ref = &padded;
     column_tasks(y.view_mut(), chunk, 1)
         .into_par_iter()
@@ -312,23 +318,11 @@ pub(crate) fn forward(
             let g0 = plan.grid_index(q.start);
             let g1 = plan.grid_index(q.end - 1) + 1;
             // Every tile reads `xp[t0 + offset + 0..NR]` with `t0 < g1` and
-            // `offset <= (cin - 1) * prod(P) + max_tap_offset`; since
-            // `g1 - 1 + max_tap_offset < prod(P)`, the last index is below
-            // `cin * prod(P) + NR - 1 < item`.
+            // `offset <= (planes - 1) * prod(Q) + max_tap_offset`; since
+            // `g1 - 1 + max_tap_offset < prod(Q)`, the last index is below
+            // `planes * prod(Q) + NR - 1 < item`.
             assert!(g1 - 1 + plan.max_tap_offset < plan.padded_size && NR <= SLACK);
             let mut tile = [[0f32; NR]; MR];
-            let blocks: Vec<(usize, [f32; MR])> = (0..out.div_ceil(MR))
-                .map(|blk| {
-                    let rows = MR.min(out - blk * MR);
-                    let mut init = [0f32; MR];
-                    if let Some(bias) = &bias {
-                        for (r, v) in init.iter_mut().take(rows).enumerate() {
-                            *v = bias[blk * MR + r];
-                        }
-                    }
-                    (rows, init)
-                })
-                .collect();
             let mut first_run = 0;
             let mut t0 = g0;
             // Tile by tile, every block of channels: the tile's input stays in L1 while the
@@ -453,31 +447,16 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{Array1, Array2, ArrayD, IxDyn};
+    use crate::test_support::{Axis, DenseCase};
+    use ndarray::Array2;
     use proptest::prelude::*;
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
-
-    fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0f32..1.0))
-    }
 
     /// One random convolution: `(batch, cin, cout, per axis (size, kernel, dilation, padding
     /// before, after, stride), bias, seed)`; `cout` up to `3 * MR + 1` so every tail of a block
     /// of channels occurs, sizes up to 12 so tiles span several grid lines and end past the
     /// last output.
     #[allow(clippy::type_complexity)]
-    fn case() -> impl Strategy<
-        Value = (
-            usize,
-            usize,
-            usize,
-            Vec<(usize, usize, usize, usize, usize, usize)>,
-            bool,
-            u64,
-        ),
-    > {
+    fn case() -> impl Strategy<Value = (usize, usize, usize, Vec<Axis>, bool, u64)> {
         (
             1usize..=2,
             1usize..=6,
@@ -505,48 +484,16 @@ mod tests {
         /// tests: 1e-5 of the larger of the largest output and the terms' root-sum-square).
         #[test]
         fn forward_matches_the_oracle((batch, cin, cout, axes, bias, seed) in case()) {
-            let in_sp: Vec<usize> = axes.iter().map(|a| a.0).collect();
-            let ks: Vec<usize> = axes.iter().map(|a| a.1).collect();
-            let geometry: Vec<AxisGeometry> = axes
-                .iter()
-                .map(|a| AxisGeometry { stride: a.5, dilation: a.2, pad_before: a.3, pad_after: a.4 })
-                .collect();
-            let Ok(out_sp) = ttconv::geometry::output_spatial(&in_sp, &ks, &geometry) else {
+            let Some(c) = DenseCase::new(batch, cin, cout, &axes, bias, seed) else {
                 return Ok(());
             };
-            if out_sp.contains(&0) {
-                return Ok(());
-            }
-            let Some(plan) = Direct::new(cin, &in_sp, &out_sp, &ks, &geometry) else {
+            let Some(plan) = Direct::new(cin, &c.in_spatial, &c.out_spatial, &c.kernel_size, &c.geometry) else {
                 println!("skipped: this CPU has no AVX-512F, the direct kernel never runs here");
                 return Ok(());
             };
-            let mut xs = vec![batch, cin];
-            xs.extend(&in_sp);
-            let x = random(&xs, seed);
-            let mut kshape = vec![cout, cin];
-            kshape.extend(&ks);
-            let kernel = random(&kshape, seed ^ 1);
-            let b: Array1<f32> = random(&[cout], seed ^ 2).into_dimensionality().unwrap();
-            let b = bias.then_some(b);
-            let want = ttconv::oracle::conv_nd(x.view(), kernel.view(), b.as_ref().map(|b| b.view()), &geometry).unwrap();
-            let sq = |a: &ArrayD<f32>| a.mapv(|v| v * v);
-            let b2 = b.as_ref().map(|b| b.mapv(|v| v * v));
-            let terms = ttconv::oracle::conv_nd(sq(&x).view(), sq(&kernel).view(), b2.as_ref().map(|b| b.view()), &geometry)
-                .unwrap()
-                .iter()
-                .fold(0f32, |m, v| m.max(v.sqrt()));
-            let depth: usize = kshape[1..].iter().product();
-            let kmat = kernel.view().into_shape_with_order((cout, depth)).unwrap();
-            let packed = pack_weights(kmat);
-            let x3 = x.view().into_shape_with_order((batch, cin, in_sp.iter().product())).unwrap();
-            let got = forward(x3, &packed, cout, b.as_ref().map(|b| b.view()), &plan);
-            let want = want.as_standard_layout();
-            let want = want.as_slice().unwrap();
-            let scale = want.iter().fold(terms, |m, v| m.max(v.abs()));
-            for (i, (g, w)) in got.iter().zip(want).enumerate() {
-                prop_assert!((g - w).abs() <= 1e-5 * scale, "entry {}: {} vs {} (scale {})", i, g, w, scale);
-            }
+            let packed = pack_weights(c.kernel_matrix());
+            let got = forward(c.x3(), &packed, cout, c.bias.as_ref().map(|b| b.view()), &plan);
+            c.check(&got)?;
         }
     }
 

@@ -14,6 +14,21 @@
 use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{ArrayView2, ArrayViewMut2, s};
 
+/// Rows of faer's f32 AVX-512 micro-kernel tile (96 x 4) in its SIMD direction, which the
+/// dense convolutions map to output positions: column blocks that are a multiple of it leave the
+/// masked tail kernels to the last block only (measured: 227-column blocks spent 15% of the
+/// time in them).
+pub(crate) const GEMM_TILE: usize = 96;
+
+/// `cols` rounded down to a multiple of [`GEMM_TILE`] when at least one tile long.
+pub(crate) fn tile_aligned(cols: usize) -> usize {
+    if cols >= GEMM_TILE {
+        cols / GEMM_TILE * GEMM_TILE
+    } else {
+        cols
+    }
+}
+
 /// `c = a * b` (`accumulate == false`) or `c += a * b` (`accumulate == true`), with `a` of
 /// shape `(m, k)`, `b` of shape `(k, n)` and `c` of shape `(m, n)`; any strides.
 ///

@@ -29,6 +29,8 @@ mod kernel;
 mod par;
 mod row_im2col;
 mod taps;
+#[cfg(test)]
+mod test_support;
 mod weights;
 
 use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD};

@@ -27,12 +27,10 @@ use ndarray::{Array3, ArrayView1, ArrayView2, ArrayView3, Axis, ShapeBuilder};
 use rayon::prelude::*;
 use ttconv::AxisGeometry;
 
-use crate::gemm::gemm;
+use crate::gemm::{GEMM_TILE, gemm, tile_aligned};
 use crate::par::{chunk_len, column_tasks, scratch};
 use crate::taps::valid_outputs;
 
-/// Rows of the GEMM micro-kernel's output tile in its SIMD direction (see `conv_dense.rs`).
-const GEMM_TILE: usize = 96;
 /// Floats of a task's slab of `R` the block size aims for: half of the 1 MiB L2.
 const SLAB_FLOATS: usize = 128 * 1024;
 /// Fewest output positions per item: blocks stay within one item and need several GEMM tiles.
@@ -175,11 +173,7 @@ pub(crate) fn forward(
         out * rows * k_first,
         by_slab.max(2 * GEMM_TILE),
     );
-    let chunk = if chunk >= GEMM_TILE {
-        chunk / GEMM_TILE * GEMM_TILE
-    } else {
-        chunk
-    };
+    let chunk = tile_aligned(chunk);
     let xs = x.as_slice().expect("activations are in standard layout");
     column_tasks(y.view_mut(), chunk, 1)
         .into_par_iter()
@@ -212,6 +206,37 @@ pub(crate) fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::DenseCase;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Called directly (the backend prefers the direct kernel where AVX-512 exists), on
+        /// 2-D images of at least 384 positions with any stride along the last axis, against the
+        /// f64 oracle.
+        #[test]
+        fn forward_matches_the_oracle(
+            batch in 1usize..=2,
+            cin in 1usize..=4,
+            cout in 1usize..=5,
+            first in (20usize..=28, 1usize..=3, 1usize..=2, 0usize..=2, 0usize..=2, Just(1usize)),
+            last in (24usize..=40, 1usize..=3, 1usize..=2, 0usize..=2, 0usize..=2, 1usize..=3),
+            bias in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let Some(c) = DenseCase::new(batch, cin, cout, &[first, last], bias, seed) else {
+                return Ok(());
+            };
+            let Some(plan) =
+                RowIm2col::new(cin, &c.in_spatial, &c.out_spatial, &c.kernel_size, &c.geometry)
+            else {
+                return Ok(());
+            };
+            let got = forward(c.x3(), c.kernel_matrix(), c.bias.as_ref().map(|b| b.view()), &plan);
+            c.check(&got)?;
+        }
+    }
 
     #[test]
     fn offsets_and_applicability() {

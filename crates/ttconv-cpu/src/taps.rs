@@ -53,9 +53,43 @@ pub(crate) fn valid_outputs(
     outputs_reading(g, t, 0..in_len, out_len)
 }
 
+/// Every tap of a kernel of sizes `kernel`, as a multi-index, in row-major order (the column
+/// order of a kernel `(out, in, k_1..k_d)` viewed as a matrix `(out, in * prod(k))`).
+pub(crate) fn row_major_taps(kernel: &[usize]) -> impl Iterator<Item = Vec<usize>> + '_ {
+    let mut t = vec![0usize; kernel.len()];
+    (0..kernel.iter().product::<usize>()).map(move |_| {
+        let tap = t.clone();
+        for j in (0..kernel.len()).rev() {
+            t[j] += 1;
+            if t[j] < kernel[j] {
+                break;
+            }
+            t[j] = 0;
+        }
+        tap
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn taps_come_in_row_major_order() {
+        let taps: Vec<Vec<usize>> = row_major_taps(&[2, 3]).collect();
+        assert_eq!(
+            taps,
+            vec![
+                vec![0, 0],
+                vec![0, 1],
+                vec![0, 2],
+                vec![1, 0],
+                vec![1, 1],
+                vec![1, 2]
+            ]
+        );
+        assert_eq!(row_major_taps(&[4]).count(), 4);
+    }
 
     #[test]
     fn ranges_match_brute_force() {

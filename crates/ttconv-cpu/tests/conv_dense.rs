@@ -78,32 +78,11 @@ proptest! {
 }
 
 /// Larger images: at least 384 output positions per item, unit strides before the last axis
-/// (any stride on it). The 2-D ones take the last-axis im2col of `row_im2col.rs`, the 3-D ones
-/// the full im2col with blocks of whole GEMM tiles.
+/// (any stride on it), 2-D and 3-D. Which dense forward runs depends on the CPU: with AVX-512
+/// the direct kernel (`direct.rs`) where its grid wastes little, else the last-axis im2col
+/// (`row_im2col.rs`, 2-D) or the full im2col with blocks of whole GEMM tiles.
 fn large_case() -> impl Strategy<Value = Case> {
-    use common::AxisCase;
-    let axis = |size: std::ops::RangeInclusive<usize>, max_stride: usize| {
-        (
-            size,
-            1usize..=3,
-            1usize..=max_stride,
-            0usize..=2,
-            0usize..=2,
-            1usize..=2,
-        )
-            .prop_map(
-                |(size, kernel, stride, pad_before, pad_after, dilation)| AxisCase {
-                    size,
-                    kernel,
-                    geometry: AxisGeometry {
-                        stride,
-                        dilation,
-                        pad_before,
-                        pad_after,
-                    },
-                },
-            )
-    };
+    let axis = |size, max_stride| common::axis_in(size, 1..=3, 1..=max_stride, 0..=2, 1..=2);
     prop_oneof![
         (axis(20..=28, 1), axis(24..=40, 3)).prop_map(|(a, b)| vec![a, b]),
         (axis(4..=6, 1), axis(12..=16, 1), axis(12..=16, 2)).prop_map(|(a, b, c)| vec![a, b, c]),

@@ -153,31 +153,11 @@ impl<B: Backend> PreparedTtConv<'_, B> {
         x: B::Tensor,
         plan: FactorizedPlan,
     ) -> Result<(B::Tensor, FactorizedActivations<B::Tensor>)> {
-        let backend = self.backend();
-        let w = self.factorized_weights();
-        let geometry = self.layer().geometry();
-        let d = geometry.len();
-        let mut stages = Vec::with_capacity(d + 2);
+        let mut later = Vec::with_capacity(self.layer().order() + 1);
+        let y = self.merged_forward(&x, plan, Some(&mut later))?;
+        let mut stages = Vec::with_capacity(later.len() + 1);
         stages.push(x);
-        if !plan.merge_head {
-            let z0 = backend.contract_channels(&stages[0], &w.first, None)?;
-            stages.push(z0);
-        }
-        for (j, g) in geometry.iter().enumerate() {
-            let input = stages.last().expect("non-empty");
-            let z = backend.conv_along(input, j, self.step_weight(plan, j)?, *g)?;
-            stages.push(z);
-        }
-        let y = if plan.merge_tail {
-            let y = stages.pop().expect("the last convolution's output");
-            match &w.bias {
-                Some(b) => backend.add_bias(y, b)?,
-                None => y,
-            }
-        } else {
-            let z = stages.last().expect("non-empty");
-            backend.contract_channels(z, &w.last, w.bias.as_ref())?
-        };
+        stages.extend(later);
         Ok((y, FactorizedActivations { stages, plan }))
     }
 

@@ -148,7 +148,7 @@ impl<'a, B: Backend> PreparedTtConv<'a, B> {
             _ => {
                 let plan = self.layer.factorized_plan(&shape);
                 if plan != FactorizedPlan::default() && !self.backend.merges_factorized_ends() {
-                    self.merged_forward(x, plan)
+                    self.merged_forward(x, plan, None)
                 } else {
                     self.backend
                         .factorized_forward(x, &self.factorized, self.layer.geometry())
@@ -170,8 +170,15 @@ impl<'a, B: Backend> PreparedTtConv<'a, B> {
     }
 
     /// The factorized forward with merged ends (see [`FactorizedPlan`]) through the backend's
-    /// primitives, for backends whose own `factorized_forward` runs the plain chain.
-    fn merged_forward(&self, x: &B::Tensor, plan: FactorizedPlan) -> Result<B::Tensor> {
+    /// primitives, for backends whose own `factorized_forward` runs the plain chain, and for
+    /// training. With `kept`, the input of every step after the first is pushed onto it (the
+    /// activations the backward needs, after `x` itself).
+    pub(crate) fn merged_forward(
+        &self,
+        x: &B::Tensor,
+        plan: FactorizedPlan,
+        mut kept: Option<&mut Vec<B::Tensor>>,
+    ) -> Result<B::Tensor> {
         let w = &self.factorized;
         let mut z = if plan.merge_head {
             None
@@ -183,13 +190,21 @@ impl<'a, B: Backend> PreparedTtConv<'a, B> {
             let next = self
                 .backend
                 .conv_along(input, j, self.step_weight(plan, j)?, *g)?;
-            z = Some(next);
+            if let (Some(prev), Some(kept)) = (z.replace(next), kept.as_deref_mut()) {
+                kept.push(prev);
+            }
         }
         let z = z.expect("a layer has at least one spatial axis");
         match (plan.merge_tail, &w.bias) {
             (true, Some(b)) => self.backend.add_bias(z, b),
             (true, None) => Ok(z),
-            (false, bias) => self.backend.contract_channels(&z, &w.last, bias.as_ref()),
+            (false, bias) => {
+                let y = self.backend.contract_channels(&z, &w.last, bias.as_ref())?;
+                if let Some(kept) = kept {
+                    kept.push(z);
+                }
+                Ok(y)
+            }
         }
     }
 }

@@ -5,7 +5,10 @@ use ndarray::{Array1, ArrayD, IxDyn};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ttconv::{Padding, RankSpec, TtConv, TtConvConfig, TtTensor, oracle};
+use ttconv::{
+    Gradients, Implementation, Padding, RankSpec, TtConv, TtConvConfig, TtTensor, oracle,
+};
+use ttconv_cpu::CpuBackend;
 
 /// Elementwise tolerance relative to the size of the computation (see equivalence.rs and
 /// [`squared_layer`]).
@@ -205,4 +208,107 @@ pub fn squared_layer(layer: &TtConv) -> TtConv {
 /// The terms' size of `layer`'s output on `x` (see [`squared_layer`]).
 pub fn output_terms(layer: &TtConv, x: &ArrayD<f32>) -> f32 {
     term_scale(&oracle_output(&squared_layer(layer), &squared(x)))
+}
+
+/// One layer per pattern of [`ttconv::FactorizedPlan`] (head and tail merged, head only, tail
+/// only, both in 3-D, neither), with the plan it must get: batch 2, bias on, strided, padded and
+/// dilated, 7 positions per axis; seeds `seed0 + i`.
+pub fn merge_pattern_cases(seed0: u64) -> Vec<(Case, (bool, bool))> {
+    let shapes = [
+        (2, 3, vec![1, 8, 2, 8, 1], vec![3, 3], (true, true)),
+        (2, 3, vec![1, 8, 8, 1], vec![3], (true, false)),
+        (8, 3, vec![1, 2, 8, 1], vec![3], (false, true)),
+        (2, 2, vec![1, 6, 2, 3, 6, 1], vec![2, 3, 2], (true, true)),
+        (6, 5, vec![1, 2, 3, 2, 1], vec![3, 2], (false, false)),
+    ];
+    shapes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (cin, cout, ranks, kernel, plan))| {
+            let d = kernel.len();
+            let case = Case {
+                batch: 2,
+                cin,
+                cout,
+                stride: (0..d).map(|j| 1 + j % 2).collect(),
+                padding: (0..d).map(|j| (1, j % 2)).collect(),
+                dilation: (0..d).map(|j| 1 + (j + 1) % 2).collect(),
+                spatial: vec![7; d],
+                kernel,
+                ranks,
+                bias: true,
+                seed: seed0 + i as u64,
+            };
+            (case, plan)
+        })
+        .collect()
+}
+
+/// `max|a - b| <= REL_TOL * max(max|b|, terms)`, where `terms` is the root-sum-square size of
+/// the products summed into the entries ([`squared_layer`]).
+pub fn assert_close(
+    name: &str,
+    a: &ArrayD<f32>,
+    b: &ArrayD<f32>,
+    terms: f32,
+) -> Result<(), TestCaseError> {
+    let scale = max_abs(b).max(terms);
+    let diff = max_diff(a, b);
+    record_worst(name, diff / scale);
+    prop_assert!(
+        diff <= REL_TOL * scale,
+        "{}: {} (scale {}, max |reference| {}, terms {})",
+        name,
+        diff,
+        scale,
+        max_abs(b),
+        terms
+    );
+    Ok(())
+}
+
+/// The terms' sizes of every gradient of `layer` at `(x, gy)`: the same backward on squared
+/// operands (see [`squared_layer`]).
+pub fn gradient_terms(
+    cpu: &CpuBackend,
+    layer: &TtConv,
+    x: &ArrayD<f32>,
+    gy: &ArrayD<f32>,
+) -> Gradients {
+    squared_layer(layer)
+        .backward(
+            cpu,
+            squared(x).view(),
+            squared(gy).view(),
+            Implementation::Reconstructed,
+            true,
+        )
+        .expect("the squared layer accepts what the layer accepted")
+}
+
+pub fn compare_gradients(
+    a: &Gradients,
+    b: &Gradients,
+    terms: &Gradients,
+) -> Result<(), TestCaseError> {
+    if let (Some(x), Some(y), Some(t)) = (&a.input, &b.input, &terms.input) {
+        assert_close("input", x, y, term_scale(t))?;
+    }
+    for (k, ((x, y), t)) in a.cores.iter().zip(&b.cores).zip(&terms.cores).enumerate() {
+        assert_close(
+            &format!("core {k}"),
+            &x.clone().into_dyn(),
+            &y.clone().into_dyn(),
+            term_scale(&t.clone().into_dyn()),
+        )?;
+    }
+    if let (Some(x), Some(y), Some(t)) = (&a.bias, &b.bias, &terms.bias) {
+        assert_close(
+            "bias",
+            &x.clone().into_dyn(),
+            &y.clone().into_dyn(),
+            term_scale(&t.clone().into_dyn()),
+        )?;
+    }
+    Ok(())
 }

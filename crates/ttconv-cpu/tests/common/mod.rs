@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+use std::ops::RangeInclusive;
+
 use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -125,28 +127,32 @@ impl AxisCase {
     }
 }
 
+/// One axis with its size, kernel, stride, padding (each side) and dilation drawn from the given
+/// ranges.
+pub fn axis_in(
+    size: RangeInclusive<usize>,
+    kernel: RangeInclusive<usize>,
+    stride: RangeInclusive<usize>,
+    pad: RangeInclusive<usize>,
+    dilation: RangeInclusive<usize>,
+) -> impl Strategy<Value = AxisCase> {
+    (size, kernel, stride, pad.clone(), pad, dilation).prop_map(
+        |(size, kernel, stride, pad_before, pad_after, dilation)| AxisCase {
+            size,
+            kernel,
+            geometry: AxisGeometry {
+                stride,
+                dilation,
+                pad_before,
+                pad_after,
+            },
+        },
+    )
+}
+
 /// Size 1..=9, kernel 1..=5, stride 1..=3, padding 0..=3 before and after, dilation 1..=3.
 pub fn axis_case() -> impl Strategy<Value = AxisCase> {
-    (
-        1usize..=9,
-        1usize..=5,
-        1usize..=3,
-        0usize..=3,
-        0usize..=3,
-        1usize..=3,
-    )
-        .prop_map(
-            |(size, kernel, stride, pad_before, pad_after, dilation)| AxisCase {
-                size,
-                kernel,
-                geometry: AxisGeometry {
-                    stride,
-                    dilation,
-                    pad_before,
-                    pad_after,
-                },
-            },
-        )
+    axis_in(1..=9, 1..=5, 1..=3, 0..=3, 1..=3)
 }
 
 /// A whole convolution case: batch 1..=3, channels 1..=8 in and out, 1..=4 spatial axes.
