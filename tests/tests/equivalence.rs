@@ -13,7 +13,10 @@ use ndarray::{Array1, IxDyn};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ttconv::{Implementation, Padding, RankSpec, Truncation, TtConv, TtConvConfig, oracle};
+use ttconv::{
+    AxisGeometry, ConvGeometry, Implementation, Init, Padding, RankSpec, Truncation, TtConv,
+    TtConvConfig, oracle,
+};
 use ttconv_cpu::CpuBackend;
 
 mod common;
@@ -53,7 +56,9 @@ proptest! {
     ) {
         let (mut layer, _) = build(&case);
         let before = layer.full_weights().clone();
-        layer.transduct(k_new, mode, pad, stride, dil).unwrap();
+        layer
+            .transduct(mode, k_new, AxisGeometry::symmetric(stride, pad, dil))
+            .unwrap();
         let after = layer.full_weights().clone();
         prop_assert_eq!(after.ndim(), 5);
         for t in 0..k_new {
@@ -98,7 +103,9 @@ fn constant_video_gives_k_new_times_the_image_output() {
     let (mut layer, image) = build(&case);
     let y2 = layer.forward(&cpu, image.view()).unwrap();
     let (k_new, frames) = (3, 6);
-    layer.transduct(k_new, 0, 1, 1, 1).unwrap();
+    layer
+        .transduct(0, k_new, AxisGeometry::symmetric(1, 1, 1))
+        .unwrap();
     let video = image
         .clone()
         .insert_axis(ndarray::Axis(2))
@@ -130,9 +137,9 @@ fn full_rank_decomposition_reproduces_the_dense_layer() {
     let (layer, report) = TtConv::from_dense(
         kernel.view(),
         Some(bias.view()),
-        [1, 2],
-        Padding::Asymmetric(vec![(1, 0), (2, 1)]),
-        1,
+        &ConvGeometry::new()
+            .stride([1, 2])
+            .padding(Padding::Asymmetric(vec![(1, 0), (2, 1)])),
         &Truncation::rank(RankSpec::Uniform(1000)),
     )
     .unwrap();
@@ -154,7 +161,7 @@ fn random_init_has_the_target_standard_deviation() {
     let mut layer = TtConv::new(config).unwrap();
     let mut stds = vec![];
     for seed in 0..10 {
-        layer.init_from_random(false, seed).unwrap();
+        layer.init_from_random(Init::Direct, seed).unwrap();
         let w = layer.full_weights();
         let n = w.len() as f64;
         let mean = w.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
@@ -167,7 +174,9 @@ fn random_init_has_the_target_standard_deviation() {
     }
     let avg = stds.iter().sum::<f64>() / stds.len() as f64;
     assert!((avg - 0.02).abs() <= 0.15 * 0.02, "average std {avg}");
-    layer.init_from_random(true, 1).unwrap();
+    layer
+        .init_from_random(Init::DecomposeFullWeight, 1)
+        .unwrap();
     let w = layer.full_weights();
     let std = (w.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
     // Rank 16 keeps part of the N(0, 0.02) kernel's energy: below 0.02, well above zero.

@@ -3,7 +3,8 @@
 use ndarray::{Array1, ArrayD, IxDyn};
 use proptest::prelude::*;
 use ttconv::{
-    Error, Implementation, Padding, RankSpec, Truncation, TtConv, TtConvConfig, TtTensor,
+    AxisGeometry, Error, Implementation, Padding, RankSpec, Truncation, TtConv, TtConvConfig,
+    TtTensor,
 };
 use ttconv_cpu::CpuBackend;
 
@@ -65,9 +66,13 @@ fn weight_errors() {
             .init_from_decomposition(tt, Some(bad_bias.view()))
             .is_err()
     );
-    assert!(layer.transduct(3, 5, 0, 1, 1).is_err());
-    assert!(layer.transduct(0, 0, 0, 1, 1).is_err());
-    assert!(layer.transduct(3, 0, 0, 0, 1).is_err());
+    assert!(layer.transduct(5, 3, AxisGeometry::UNIT).is_err());
+    assert!(layer.transduct(0, 0, AxisGeometry::UNIT).is_err());
+    assert!(
+        layer
+            .transduct(0, 3, AxisGeometry::symmetric(0, 0, 1))
+            .is_err()
+    );
     assert_eq!(
         layer.order(),
         2,

@@ -142,7 +142,8 @@ fn check_against_finite_differences(case: &Case) {
 
     for implementation in [Implementation::Factorized, Implementation::Reconstructed] {
         let grads = layer
-            .backward(&cpu, x.view(), gy.view(), implementation, true)
+            .forward_backward(&cpu, x.view(), gy.view(), implementation, true)
+            .map(|(_, grads)| grads)
             .unwrap();
         let gx = grads.input.as_ref().unwrap();
         let ex = rel_err(gx.as_slice().unwrap(), &fd_x);
@@ -226,8 +227,8 @@ proptest! {
         let y = oracle_output(&layer, &x);
         let mut rng = StdRng::seed_from_u64(case.seed ^ 99);
         let gy = random_array(y.shape(), &mut rng);
-        let f = layer.backward(&cpu, x.view(), gy.view(), Implementation::Factorized, true).unwrap();
-        let r = layer.backward(&cpu, x.view(), gy.view(), Implementation::Reconstructed, true).unwrap();
+        let f = layer.forward_backward(&cpu, x.view(), gy.view(), Implementation::Factorized, true).map(|(_, grads)| grads).unwrap();
+        let r = layer.forward_backward(&cpu, x.view(), gy.view(), Implementation::Reconstructed, true).map(|(_, grads)| grads).unwrap();
         let terms = gradient_terms(&cpu, &layer, &x, &gy);
         compare_gradients(&f, &r, &terms)?;
         let (gx, _, gb) = oracle::conv_nd_grads(x.view(), layer.full_weights().view(), gy.view(), layer.geometry()).unwrap();
@@ -247,7 +248,7 @@ proptest! {
         mode in 0..=2usize,
     ) {
         let (mut layer, _) = build(&case);
-        layer.transduct(k_new, mode, 1, 1, 1).unwrap();
+        layer.transduct(mode, k_new, AxisGeometry::symmetric(1, 1, 1)).unwrap();
         let g = layer.geometry().to_vec();
         let config = TtConvConfig::new(case.cin, case.cout, layer.config().kernel_size.clone())
             .stride(g.iter().map(|a| a.stride).collect::<Vec<_>>())
@@ -256,7 +257,7 @@ proptest! {
             .rank(ttconv::RankSpec::Explicit(layer.ranks()))
             .bias(case.bias);
         let mut layer3 = TtConv::new(config).unwrap();
-        let (tt, bias) = layer.get_decomposition(true);
+        let (tt, bias) = layer.decomposition();
         layer3.init_from_decomposition(tt, bias.as_ref().map(|b| b.view())).unwrap();
         let mut rng = StdRng::seed_from_u64(case.seed ^ 5);
         let mut shape = vec![case.batch, case.cin];
@@ -269,12 +270,12 @@ proptest! {
         let gy = random_array(y.shape(), &mut rng);
         let terms = gradient_terms(&cpu, &layer3, &x, &gy);
         for implementation in [Implementation::Factorized, Implementation::Reconstructed] {
-            let a = layer.backward(&cpu, x.view(), gy.view(), implementation, true).unwrap();
-            let b = layer3.backward(&cpu, x.view(), gy.view(), Implementation::Reconstructed, true).unwrap();
+            let a = layer.forward_backward(&cpu, x.view(), gy.view(), implementation, true).map(|(_, grads)| grads).unwrap();
+            let b = layer3.forward_backward(&cpu, x.view(), gy.view(), Implementation::Reconstructed, true).map(|(_, grads)| grads).unwrap();
             compare_gradients(&a, &b, &terms)?;
         }
         let (gx, _, _) = oracle::conv_nd_grads(x.view(), layer.full_weights().view(), gy.view(), layer.geometry()).unwrap();
-        let f = layer.backward(&cpu, x.view(), gy.view(), Implementation::Factorized, true).unwrap();
+        let f = layer.forward_backward(&cpu, x.view(), gy.view(), Implementation::Factorized, true).map(|(_, grads)| grads).unwrap();
         assert_close("input vs oracle", f.input.as_ref().unwrap(), &gx, term_scale(terms.input.as_ref().unwrap()))?;
     }
 }
@@ -298,13 +299,14 @@ fn backward_rejects_a_wrong_output_gradient() {
     let cpu = CpuBackend::new();
     assert!(
         layer
-            .backward(&cpu, x.view(), gy.view(), Implementation::Factorized, false)
+            .forward_backward(&cpu, x.view(), gy.view(), Implementation::Factorized, false)
+            .map(|(_, grads)| grads)
             .is_err()
     );
 }
 
 /// Layers whose ranks exceed their channels train through the merged-ends plan (the chain the
-/// forward runs, `ttconv::FactorizedPlan`): one layer per merge pattern
+/// forward runs, `ttconv::FactorizedProgram`): one layer per merge pattern
 /// (`common::merge_pattern_cases`); factorized gradients == reconstructed gradients == the
 /// oracle's.
 #[test]
@@ -312,8 +314,12 @@ fn merged_plan_gradients_match() {
     let cpu = CpuBackend::new();
     for (i, (case, (head, tail))) in merge_pattern_cases(100).into_iter().enumerate() {
         let (layer, x) = build(&case);
-        let plan = layer.factorized_plan(x.shape());
-        assert_eq!((plan.merge_head, plan.merge_tail), (head, tail), "case {i}");
+        let program = layer.program(x.shape()).unwrap();
+        assert_eq!(
+            (program.merges_head(), program.merges_tail()),
+            (head, tail),
+            "case {i}"
+        );
         let y = oracle_output(&layer, &x);
         let mut rng = StdRng::seed_from_u64(case.seed);
         let gy = random_array(y.shape(), &mut rng);
@@ -327,22 +333,25 @@ fn merged_plan_gradients_match() {
             "case {i}: output"
         );
         let f = layer
-            .backward(&cpu, x.view(), gy.view(), Implementation::Factorized, true)
+            .forward_backward(&cpu, x.view(), gy.view(), Implementation::Factorized, true)
+            .map(|(_, grads)| grads)
             .unwrap();
         let r = layer
-            .backward(
+            .forward_backward(
                 &cpu,
                 x.view(),
                 gy.view(),
                 Implementation::Reconstructed,
                 true,
             )
+            .map(|(_, grads)| grads)
             .unwrap();
         let terms = gradient_terms(&cpu, &layer, &x, &gy);
         compare_gradients(&f, &r, &terms).unwrap_or_else(|e| panic!("case {i}: {e}"));
         // Without the input gradient, the core gradients are the same.
         let f2 = layer
-            .backward(&cpu, x.view(), gy.view(), Implementation::Factorized, false)
+            .forward_backward(&cpu, x.view(), gy.view(), Implementation::Factorized, false)
+            .map(|(_, grads)| grads)
             .unwrap();
         assert!(f2.input.is_none());
         compare_gradients(&f2, &f, &terms).unwrap_or_else(|e| panic!("case {i}: {e}"));

@@ -2,9 +2,9 @@
 //! panic.
 
 use ndarray::{ArrayD, ArrayView1, ArrayView2, ArrayView3, CowArray, Ix1, Ix2, Ix3, IxDyn};
-use ttconv::{AxisGeometry, Error, Result};
+use ttconv::{AxisGeometry, Error, FactorizedProgram, Result, StepWeights};
 
-use crate::CpuWeights;
+use crate::{CpuBackend, CpuWeights};
 
 /// A shape error for `what`.
 pub(crate) fn shape(what: impl Into<String>, expected: impl Into<String>, got: &[usize]) -> Error {
@@ -97,4 +97,52 @@ pub(crate) fn unflatten(y: ndarray::Array3<f32>, full: &[usize]) -> Result<Array
     let got = y.shape().to_vec();
     y.into_shape_with_order(IxDyn(full))
         .map_err(|_| shape("result", format!("{full:?}"), &got))
+}
+
+/// The input and the step weights of a fused factorized forward must be those the program was
+/// built for (the fused kernels index the weights' data by the program's shapes).
+pub(crate) fn program_operands(
+    x: &[usize],
+    program: &FactorizedProgram,
+    weights: &StepWeights<'_, CpuBackend>,
+) -> Result<()> {
+    if x != program.input_shape() {
+        return Err(shape(
+            "factorized input",
+            format!("{:?} (the program's input)", program.input_shape()),
+            x,
+        ));
+    }
+    let steps = program.steps();
+    if weights.steps.len() != steps.len() {
+        return Err(shape(
+            "step weights",
+            format!("{} weights, one per step", steps.len()),
+            &[weights.steps.len()],
+        ));
+    }
+    for (i, (step, w)) in steps.iter().zip(&weights.steps).enumerate() {
+        if w.shape() != step.weight_shape().as_slice() {
+            return Err(shape(
+                format!("weight of step {i}"),
+                format!("{:?}", step.weight_shape()),
+                w.shape(),
+            ));
+        }
+    }
+    let cout = program.output_shape()[1];
+    let wants_bias = steps.iter().any(|s| s.adds_bias);
+    match weights.bias {
+        Some(b) if wants_bias => bias("bias", b, cout).map(drop),
+        None if !wants_bias => Ok(()),
+        _ => Err(shape(
+            "bias",
+            if wants_bias {
+                format!("({cout},)")
+            } else {
+                "no bias".into()
+            },
+            weights.bias.map_or(&[][..], |b| b.shape()),
+        )),
+    }
 }

@@ -13,20 +13,18 @@
 //! the few border positions each with its valid taps only); at stride > 1, or when lines are too
 //! short for wide tiles, an im2col along the axis is packed into the workspace first.
 //!
-//! Contraction order follows the layer's [`FactorizedPlan`]: where contracting the input channels
-//! into the first spatial core (or the last spatial core into the output channels) costs fewer
-//! multiply-adds than running the two ops apart, the two weights are multiplied once (cached in
-//! the weight) and run as one 1-D convolution. E.g. ranks `(1, 921, 21, 921, 1)` on 256 channels ('same'): the chain runs
+//! The ops are the steps of the layer's [`FactorizedProgram`], in its order: where contracting
+//! the input channels into the first spatial core (or the last spatial core into the output
+//! channels) costs fewer multiply-adds than running the two ops apart, the program's step is one
+//! 1-D convolution with the merged core (merged once and cached by the prepared layer). E.g. ranks `(1, 921, 21, 921, 1)` on 256 channels ('same'): the chain runs
 //! `256 -> 21 -> 256` convolutions instead of `256 -> 921 -> 21 -> 921 -> 256`. The result is the
 //! same convolution with the sums associated differently (equal up to rounding).
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 
 use ndarray::{ArrayView2, ArrayViewMut3};
 use rayon::prelude::*;
-use ttconv::cost::LayerShape;
-use ttconv::{AxisGeometry, FactorizedPlan, FactorizedWeights};
+use ttconv::{AxisGeometry, FactorizedProgram, StepOp, StepWeights};
 
 use crate::kernel::{Init, gemm_terms};
 use crate::par::{column_tasks, ranges};
@@ -59,7 +57,7 @@ enum Kind {
 #[derive(Debug)]
 struct Op<'w> {
     kind: Kind,
-    w: Cow<'w, [f32]>,
+    w: &'w [f32],
     cin: usize,
     cout: usize,
 }
@@ -78,133 +76,51 @@ pub(crate) struct Plan<'w> {
     bias: Option<&'w [f32]>,
 }
 
-/// `a (m, k) * b (k, n)` as a row-major vector (faer, on this thread).
-fn matmul(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Vec<f32> {
-    let mut c = ndarray::Array2::<f32>::zeros((a.nrows(), b.ncols()));
-    crate::gemm::gemm(c.view_mut(), false, a, b);
-    c.into_raw_vec_and_offset().0
-}
-
 impl<'w> Plan<'w> {
-    /// The chain for input shape `xs`, or `None` when the shapes do not fit together (the
-    /// unfused chain then reports the error).
-    pub(crate) fn new(
-        xs: &[usize],
-        w: &'w FactorizedWeights<CpuBackend>,
-        geometry: &[AxisGeometry],
-    ) -> Option<Self> {
-        let d = geometry.len();
-        if d == 0 || w.spatial.len() != d || xs.len() != d + 2 {
-            return None;
-        }
-        let (batch, cin) = (xs[0], xs[1]);
-        let in_sp = xs[2..].to_vec();
-        let fs = w.first.shape();
-        let ls = w.last.shape();
-        if fs.len() != 2 || fs[0] != cin || ls.len() != 2 {
-            return None;
-        }
-        let mut ranks = vec![fs[1]];
-        let mut ks = Vec::with_capacity(d);
-        for core in &w.spatial {
-            let cs = core.shape();
-            if cs.len() != 3 || cs[0] != *ranks.last()? {
-                return None;
-            }
-            ks.push(cs[1]);
-            ranks.push(cs[2]);
-        }
-        if ls[0] != ranks[d] {
-            return None;
-        }
-        let cout = ls[1];
-        let bias = match &w.bias {
-            Some(b) if b.shape() != [cout] => return None,
-            Some(b) => Some(b.as_slice()),
-            None => None,
-        };
-        let mut out_sp = Vec::with_capacity(d);
-        for j in 0..d {
-            let len = geometry[j].output_len(in_sp[j], ks[j])?;
-            if len == 0 || geometry[j].dilation == 0 {
-                return None;
-            }
-            out_sp.push(len);
-        }
-        let (r1, r2, rd, re) = (ranks[0], ranks[1], ranks[d - 1], ranks[d]);
-        // The merge decisions are the layer's plan, so the cost model (and Auto) see what runs.
-        let mut full_ranks = Vec::with_capacity(d + 3);
-        full_ranks.push(1);
-        full_ranks.extend_from_slice(&ranks);
-        full_ranks.push(1);
-        let plan = FactorizedPlan::for_shape(&LayerShape {
-            batch,
-            in_channels: cin,
-            out_channels: cout,
-            kernel_size: &ks,
-            ranks: &full_ranks,
-            input_spatial: &in_sp,
-            geometry,
-        });
-        let (merge_head, merge_tail) = (plan.merge_head, plan.merge_tail);
-
-        let mut ops = Vec::with_capacity(d + 2);
-        if !merge_head {
-            ops.push(Op {
-                kind: Kind::Contract,
-                w: Cow::Borrowed(w.first.as_slice()),
-                cin,
-                cout: r1,
-            });
-        }
-        for j in 0..d {
-            let (mut a, mut b) = (ranks[j], ranks[j + 1]);
-            let core = &w.spatial[j];
-            let kind = Kind::Conv {
-                axis: j,
-                k: ks[j],
-                g: geometry[j],
-            };
-            let weight = if j == 0 && merge_head {
-                a = cin;
-                w.first.merged_with(core.id(), || {
-                    let f = view2(&w.first, cin, r1);
-                    matmul(f, view2(core, r1, ks[0] * r2))
-                })
-            } else if j == d - 1 && merge_tail {
-                b = cout;
-                w.last.merged_with(core.id(), || {
-                    let l = view2(&w.last, re, cout);
-                    matmul(view2(core, rd * ks[d - 1], re), l)
-                })
-            } else {
-                Cow::Borrowed(core.as_slice())
-            };
-            ops.push(Op {
-                kind,
-                w: weight,
-                cin: a,
-                cout: b,
-            });
-        }
-        if !merge_tail {
-            ops.push(Op {
-                kind: Kind::Contract,
-                w: Cow::Borrowed(w.last.as_slice()),
-                cin: re,
-                cout,
-            });
-        }
-        Some(Self {
+    /// The layer's program translated into this module's ops, reading each step's weight in
+    /// place (the layer merged and cached the end cores the program asks for).
+    pub(crate) fn new(program: &FactorizedProgram, w: &StepWeights<'w, CpuBackend>) -> Self {
+        let ops: Vec<Op<'w>> = program
+            .steps()
+            .iter()
+            .zip(&w.steps)
+            .map(|(step, weight)| {
+                debug_assert_eq!(weight.shape(), step.weight_shape().as_slice());
+                let kind = match step.op {
+                    StepOp::Contract => Kind::Contract,
+                    StepOp::ConvAlong {
+                        axis,
+                        kernel,
+                        geometry,
+                    } => Kind::Conv {
+                        axis,
+                        k: kernel,
+                        g: geometry,
+                    },
+                };
+                Op {
+                    kind,
+                    w: weight.as_slice(),
+                    cin: step.in_channels(),
+                    cout: step.out_channels(),
+                }
+            })
+            .collect();
+        let conv0 = ops
+            .iter()
+            .position(|op| matches!(op.kind, Kind::Conv { axis: 0, .. }))
+            .expect("a program convolves spatial axis 0");
+        let (xs, ys) = (program.input_shape(), program.output_shape());
+        Self {
             ops,
-            conv0: usize::from(!merge_head),
-            batch,
-            cin,
-            cout,
-            in_sp,
-            out_sp,
-            bias,
-        })
+            conv0,
+            batch: xs[0],
+            cin: xs[1],
+            cout: ys[1],
+            in_sp: xs[2..].to_vec(),
+            out_sp: ys[2..].to_vec(),
+            bias: w.bias.map(CpuWeights::as_slice),
+        }
     }
 
     /// `(batch, cout, output spatial shape)`.
@@ -287,11 +203,6 @@ impl<'w> Plan<'w> {
             .max()
             .unwrap_or(0)
     }
-}
-
-/// `w` viewed as a row-major `(rows, cols)` matrix.
-fn view2(w: &CpuWeights, rows: usize, cols: usize) -> ArrayView2<'_, f32> {
-    ArrayView2::from_shape((rows, cols), w.as_slice()).expect("weight size checked by the plan")
 }
 
 /// Per-thread scratch, grown on demand and reused by every call.
@@ -439,7 +350,7 @@ fn run_slab(
                 terms.clear();
                 terms.extend((0..op.cin).map(|c| (c * op.cout, src_place.base + c * src_place.cs)));
                 gemm_terms(
-                    &op.w,
+                    op.w,
                     src,
                     terms,
                     dst,
@@ -541,7 +452,7 @@ fn conv(
             }
             for a in 0..al.outer {
                 gemm_terms(
-                    &op.w,
+                    op.w,
                     &src[a * al.lin * c..],
                     terms,
                     dst,
@@ -611,7 +522,7 @@ fn conv(
         terms.clear();
         terms.extend((0..rows).map(|r| (r * cout, r * n)));
         gemm_terms(
-            &op.w,
+            op.w,
             pack,
             terms,
             dst,

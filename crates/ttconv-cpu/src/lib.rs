@@ -9,7 +9,9 @@
 //!   of partial sums added in order, so every result is independent of the thread count.
 //!
 //! Parallelism comes from rayon's global pool (`RAYON_NUM_THREADS`); every GEMM runs on the
-//! task's thread. Activations are `ndarray::ArrayD<f32>` in row-major layout, laid out like
+//! task's thread. Algorithm choices are explicit [`CpuOptions`] values
+//! ([`CpuBackend::with_options`]); nothing reads the environment.
+//! Activations are `ndarray::ArrayD<f32>` in row-major layout, laid out like
 //! PyTorch: `(batch, channels, D_1, ..., D_d)`.
 //!
 //! The only `unsafe` code is the GEMM wrapper (`gemm.rs`), which hands strided ndarray views
@@ -26,6 +28,7 @@ mod direct;
 mod fused;
 mod gemm;
 mod kernel;
+mod options;
 mod par;
 mod row_im2col;
 mod taps;
@@ -34,25 +37,35 @@ mod test_support;
 mod weights;
 
 use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD};
-use ttconv::geometry::output_spatial;
-use ttconv::{AxisGeometry, Backend, FactorizedWeights, Result};
+use ttconv::{AxisGeometry, Backend, FactorizedProgram, Result, StepWeights, output_spatial};
 
+pub use options::{CpuOptions, DenseAlgorithm};
 pub use weights::CpuWeights;
 
 use check::{nd_shape, shape, unflatten};
 
 /// The CPU backend: host tensors (`ndarray::ArrayD<f32>`, row-major) and multi-threaded GEMMs.
 ///
-/// Stateless; any number of layers can share one.
+/// Holds only its [`CpuOptions`]; any number of layers can share one.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend {
-    _private: (),
+    options: CpuOptions,
 }
 
 impl CpuBackend {
-    /// A CPU backend using rayon's global thread pool.
+    /// A CPU backend with the default options, using rayon's global thread pool.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A CPU backend with explicit options (e.g. the unfused chain for A/B timing).
+    pub fn with_options(options: CpuOptions) -> Self {
+        Self { options }
+    }
+
+    /// The options this backend runs with.
+    pub fn options(&self) -> CpuOptions {
+        self.options
     }
 }
 
@@ -228,14 +241,15 @@ impl Backend for CpuBackend {
         let kmat = kernel_matrix(kernel)?;
         let x = check::flat(&x)?;
         let (cin, in_sp, k_sp) = (sh[1], &sh[2..], &ks[2..]);
-        let path = dense_path();
-        let direct = (path == DensePath::Auto && !geo.is_pointwise())
+        let path = self.options.dense;
+        let direct = (path == DenseAlgorithm::Auto && !geo.is_pointwise())
             .then(|| direct::Direct::new(cin, in_sp, &out_sp, k_sp, geometry))
             .flatten()
             .filter(|p| p.grid_ratio() <= MAX_DIRECT_GRID_RATIO);
-        let rows_only = (matches!(path, DensePath::Auto | DensePath::Rows) && !geo.is_pointwise())
-            .then(|| row_im2col::RowIm2col::new(cin, in_sp, &out_sp, k_sp, geometry))
-            .flatten();
+        let rows_only = (matches!(path, DenseAlgorithm::Auto | DenseAlgorithm::Rows)
+            && !geo.is_pointwise())
+        .then(|| row_im2col::RowIm2col::new(cin, in_sp, &out_sp, k_sp, geometry))
+        .flatten();
         let y = if let Some(plan) = direct {
             let packed = kernel.packed_with(|| direct::pack_weights(kmat));
             direct::forward(x, packed, ks[0], bias, &plan)
@@ -455,37 +469,26 @@ impl Backend for CpuBackend {
         Ok(contract::bias_grad(check::flat(&gy)?))
     }
 
-    /// The fused forward follows the layer's plan (`fused.rs`); the unfused fallback does not,
-    /// but it only runs when asked for (`TTCONV_CPU_UNFUSED`) or to report a shape error.
-    fn merges_factorized_ends(&self) -> bool {
-        !unfused_requested()
-    }
-
-    /// The fused chain of `fused.rs` (tiles carried through every op in a per-thread
-    /// workspace); the unfused chain of primitives when the shapes do not fit together (it
-    /// reports the error) or when the environment variable `TTCONV_CPU_UNFUSED` is set (for
-    /// comparisons).
+    /// The fused chain of `fused.rs` (tiles carried through every step of the program in a
+    /// per-thread workspace), or the steps one primitive at a time when the options say
+    /// `fused: false`.
     fn factorized_forward(
         &self,
         x: &ArrayD<f32>,
-        weights: &FactorizedWeights<Self>,
-        geometry: &[AxisGeometry],
+        program: &FactorizedProgram,
+        weights: &StepWeights<'_, Self>,
     ) -> Result<ArrayD<f32>> {
-        if !unfused_requested()
-            && let Some(plan) = fused::Plan::new(x.shape(), weights, geometry)
-        {
-            let xs = x.as_standard_layout();
-            let xd = xs.as_slice().expect("standard layout is contiguous");
-            let (batch, cout, out_sp) = plan.output_shape();
-            let mut y = ndarray::Array3::<f32>::zeros((batch, cout, out_sp.iter().product()));
-            fused::forward(&plan, xd, y.view_mut());
-            return unflatten(y, &nd_shape(batch, cout, out_sp));
+        if !self.options.fused {
+            return program.run(self, x, weights);
         }
-        let mut z = self.contract_channels(x, &weights.first, None)?;
-        for (axis, (core, g)) in weights.spatial.iter().zip(geometry).enumerate() {
-            z = self.conv_along(&z, axis, core, *g)?;
-        }
-        self.contract_channels(&z, &weights.last, weights.bias.as_ref())
+        check::program_operands(x.shape(), program, weights)?;
+        let plan = fused::Plan::new(program, weights);
+        let xs = x.as_standard_layout();
+        let xd = xs.as_slice().expect("standard layout is contiguous");
+        let (batch, cout, out_sp) = plan.output_shape();
+        let mut y = ndarray::Array3::<f32>::zeros((batch, cout, out_sp.iter().product()));
+        fused::forward(&plan, xd, y.view_mut());
+        unflatten(y, &nd_shape(batch, cout, out_sp))
     }
 }
 
@@ -493,35 +496,6 @@ impl Backend for CpuBackend {
 /// (`direct.rs`): measured (2 threads, batch 8, 3 x 3) it wins at 56 x 56 (ratio 1.04), 28 x 28
 /// (1.10) and 14 x 14 (1.22) and loses at 7 x 7 (1.96: 7.3 against 5.0 ms for im2col).
 const MAX_DIRECT_GRID_RATIO: f64 = 1.3;
-
-/// The dense forward's algorithm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum DensePath {
-    /// The direct AVX-512 kernel where it applies (unit strides, AVX-512), else `Rows`.
-    Auto,
-    /// The last-axis im2col of `row_im2col.rs` where it applies (2-D, unit stride along the
-    /// first axis, at least 384 positions), else `Im2col`.
-    Rows,
-    /// The full im2col of `conv_dense.rs`.
-    Im2col,
-}
-
-/// The dense forward's algorithm: `TTCONV_CPU_DENSE=rows` or `=im2col` forces a slower one for
-/// A/B timing (read once; anything else is `Auto`).
-fn dense_path() -> DensePath {
-    static PATH: std::sync::OnceLock<DensePath> = std::sync::OnceLock::new();
-    *PATH.get_or_init(|| match std::env::var("TTCONV_CPU_DENSE").as_deref() {
-        Ok("rows") => DensePath::Rows,
-        Ok("im2col") => DensePath::Im2col,
-        _ => DensePath::Auto,
-    })
-}
-
-/// Whether `TTCONV_CPU_UNFUSED` asks for the unfused factorized chain (read once).
-fn unfused_requested() -> bool {
-    static UNFUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *UNFUSED.get_or_init(|| std::env::var_os("TTCONV_CPU_UNFUSED").is_some())
-}
 
 /// A dense kernel `(out, in, k_1..k_d)` viewed as the matrix `(out, in * prod(k))`.
 fn kernel_matrix(kernel: &CpuWeights) -> Result<ndarray::ArrayView2<'_, f32>> {

@@ -48,8 +48,7 @@ impl DenseCase {
                 pad_after: a.4,
             })
             .collect();
-        let out_spatial =
-            ttconv::geometry::output_spatial(&in_spatial, &kernel_size, &geometry).ok()?;
+        let out_spatial = ttconv::output_spatial(&in_spatial, &kernel_size, &geometry).ok()?;
         if out_spatial.contains(&0) {
             return None;
         }

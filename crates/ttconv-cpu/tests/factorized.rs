@@ -1,12 +1,13 @@
-//! The trait's default `factorized_forward`, run through the CPU backend, equals the dense
-//! convolution (f64 oracle) with the kernel reconstructed from the TT cores by hand.
+//! The factorized forward of a layer's program, run through the CPU backend both fused and as the
+//! trait's default chain of primitives, equals the dense convolution (f64 oracle) with the kernel
+//! reconstructed from the TT cores by hand.
 
 mod common;
 
-use common::{REL, assert_close, random, vec1};
+use common::{REL, assert_close, layer_from_factors, random, vec1};
 use ndarray::{ArrayD, IxDyn};
-use ttconv::{AxisGeometry, Backend, FactorizedWeights, oracle};
-use ttconv_cpu::CpuBackend;
+use ttconv::{AxisGeometry, Backend, oracle};
+use ttconv_cpu::{CpuBackend, CpuOptions};
 
 /// `W[o, c, t_1..t_d] = sum G0[c, a_1] G_1[a_1, t_1, a_2] .. G_d[a_d, t_d, a_{d+1}] G_last[a_{d+1}, o]`.
 fn reconstruct(first: &ArrayD<f32>, cores: &[ArrayD<f32>], last: &ArrayD<f32>) -> ArrayD<f32> {
@@ -53,24 +54,25 @@ fn check(
         .collect();
     let last = random(&[ranks[d], cout], seed + 10);
     let bias = vec1(&random(&[cout], seed + 11));
-    let weights = FactorizedWeights::<CpuBackend> {
-        first: be.upload_weights(first.view()).unwrap(),
-        spatial: cores
-            .iter()
-            .map(|g| be.upload_weights(g.view()).unwrap())
-            .collect(),
-        last: be.upload_weights(last.view()).unwrap(),
-        bias: Some(be.upload_weights(bias.view().into_dyn()).unwrap()),
-    };
-    let got = be
-        .factorized_forward(&be.upload(x.view()).unwrap(), &weights, geometry)
-        .unwrap();
+    let bias_d = bias.clone().into_dyn();
+    let layer = layer_from_factors(&first, &cores, &last, Some(&bias_d), geometry);
+    let program = layer.program(&xs).unwrap();
+    let unfused = CpuBackend::with_options(CpuOptions {
+        fused: false,
+        ..CpuOptions::default()
+    });
     let full = reconstruct(&first, &cores, &last);
     let want = oracle::conv_nd(x.view(), full.view(), Some(bias.view()), geometry).unwrap();
-    // A chain of d + 2 f32 steps instead of one f64 sum: still ~1e-6 relative.
-    assert_close("factorized_forward", &got, &want, 2.0 * REL);
+    for be in [be, unfused] {
+        let prepared = layer.prepare(&be).unwrap();
+        let weights = prepared.step_weights(&program).unwrap();
+        let got = be
+            .factorized_forward(&be.upload(x.view()).unwrap(), &program, &weights)
+            .unwrap();
+        // A chain of d + 2 f32 steps instead of one f64 sum: still ~1e-6 relative.
+        assert_close("factorized_forward", &got, &want, 2.0 * REL);
+    }
 }
-
 #[test]
 fn two_d_with_stride_padding_dilation() {
     let g0 = AxisGeometry {

@@ -1,11 +1,15 @@
-//! The CPU backend's fused `factorized_forward` (tiles carried through the whole chain, cores
-//! merged where cheaper) against the unfused chain of primitives, over random shapes, ranks,
+//! The CPU backend's fused `factorized_forward` (tiles carried through the layer program's
+//! steps, cores merged where the program merges them) against the plain unfused chain of
+//! primitives, over random shapes, ranks,
 //! strides, paddings, dilations and orders 1-4, and on a few larger layers that take every path
 //! (slabs with halos at batch 1, packed and shifted convolutions, wide GEMM tiles).
 
 mod common;
 
-use common::{Case, REL, assert_close_scaled, case, out_spatial, random, squared, term_scale};
+use common::{
+    Case, REL, assert_close_scaled, case, layer_from_factors, out_spatial, random, squared,
+    term_scale,
+};
 use ndarray::ArrayD;
 use proptest::prelude::*;
 use ttconv::{AxisGeometry, Backend, FactorizedWeights};
@@ -61,9 +65,13 @@ fn check(
     let xt = be.upload(x.view()).unwrap();
     let want = unfused(&be, &xt, &weights, geometry);
     let terms = term_scale(&unfused(&be, &squared(&xt), &upload(&squared), geometry));
+    let layer = layer_from_factors(&first, &cores, &last, bias.as_ref(), geometry);
+    let prepared = layer.prepare(&be).unwrap();
+    let program = layer.program(&xs).unwrap();
+    let step_weights = prepared.step_weights(&program).unwrap();
     // Twice: the second call runs on warm workspaces and cached merged cores.
     for _ in 0..2 {
-        let got = be.factorized_forward(&xt, &weights, geometry).unwrap();
+        let got = be.factorized_forward(&xt, &program, &step_weights).unwrap();
         // Both sides are f32 chains summing in different orders (and, where cores are merged,
         // associating differently): a few 1e-6 relative to the size of the terms.
         assert_close_scaled("fused factorized_forward", &got, &want, terms, 4.0 * REL);

@@ -159,7 +159,7 @@ impl Case {
             .stride(self.stride)
             .padding(Padding::All(self.padding));
         let mut layer = TtConv::new(cfg)?;
-        layer.init_from_random(false, seed)?;
+        layer.init_from_random(ttconv::Init::Direct, seed)?;
         Ok(layer)
     }
 

@@ -1,7 +1,7 @@
 //! Shape checks and geometry conversions shared by the primitives.
 
 use ttconv::AxisGeometry;
-use ttconv::geometry::output_spatial;
+use ttconv::output_spatial;
 
 use crate::blas::to_i32;
 use crate::error::{Error, Result};

@@ -10,8 +10,8 @@ use common::*;
 use ndarray::{ArrayD, Ix1};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use ttconv::geometry::output_spatial;
 use ttconv::oracle::{conv_nd, conv_nd_grads};
+use ttconv::output_spatial;
 use ttconv::{AxisGeometry, Backend};
 use ttconv_cpu::CpuBackend;
 

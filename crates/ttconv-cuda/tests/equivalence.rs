@@ -12,9 +12,9 @@ use common::*;
 use ndarray::{ArrayD, Ix1, IxDyn};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use ttconv::geometry::output_spatial;
 use ttconv::oracle::{conv_nd, conv_nd_grads};
-use ttconv::{AxisGeometry, Backend, FactorizedWeights};
+use ttconv::output_spatial;
+use ttconv::{AxisGeometry, Backend, Padding, TtConv, TtConvConfig, TtTensor};
 use ttconv_cpu::CpuBackend;
 
 /// Relative tolerance (to the largest reference magnitude, at least 1) of every comparison.
@@ -258,6 +258,43 @@ fn conv_dense_forward_and_backward_match_oracle<B: Backend>(cuda: &B) {
         .unwrap();
 }
 
+/// A layer with the given cores (`first (in, r_1)`, spatial `(r_j, k_j, r_{j+1})`,
+/// `last (r_{d+1}, out)`) and bias, and the case's geometry.
+fn layer_from_cores(
+    first: &ArrayD<f32>,
+    spatial: &[ArrayD<f32>],
+    last: &ArrayD<f32>,
+    bias: Option<&ArrayD<f32>>,
+    c: &Case,
+) -> TtConv {
+    let config = TtConvConfig::new(c.cin, c.cout, c.ksize.clone())
+        .stride(c.geometry.iter().map(|g| g.stride).collect::<Vec<_>>())
+        .dilation(c.geometry.iter().map(|g| g.dilation).collect::<Vec<_>>())
+        .padding(Padding::Asymmetric(
+            c.geometry
+                .iter()
+                .map(|g| (g.pad_before, g.pad_after))
+                .collect(),
+        ))
+        .bias(bias.is_some());
+    let mut cores = vec![first.clone().insert_axis(ndarray::Axis(0))];
+    cores.extend(spatial.iter().cloned());
+    cores.push(last.clone().insert_axis(ndarray::Axis(2)));
+    let cores = cores
+        .into_iter()
+        .map(|core| core.into_dimensionality::<ndarray::Ix3>().unwrap())
+        .collect();
+    let mut layer = TtConv::new(config).unwrap();
+    let bias = bias.map(|b| b.clone().into_dimensionality::<Ix1>().unwrap());
+    layer
+        .init_from_decomposition(
+            TtTensor::new(cores).unwrap(),
+            bias.as_ref().map(|b| b.view()),
+        )
+        .unwrap();
+    layer
+}
+
 fn factorized_forward_matches_dense_oracle_of_reconstructed_kernel<B: Backend>(cuda: &B) {
     let strategy = case().prop_flat_map(|c| {
         let d = c.spatial.len();
@@ -277,18 +314,13 @@ fn factorized_forward_matches_dense_oracle_of_reconstructed_kernel<B: Backend>(c
                 .collect();
             let last = random(&[ranks[d], c.cout], c.seed ^ 12);
             let b = random(&[c.cout], c.seed ^ 13);
-            let weights = FactorizedWeights::<B> {
-                first: cuda.upload_weights(first.view()).unwrap(),
-                spatial: spatial
-                    .iter()
-                    .map(|s| cuda.upload_weights(s.view()).unwrap())
-                    .collect(),
-                last: cuda.upload_weights(last.view()).unwrap(),
-                bias: c.bias.then(|| cuda.upload_weights(b.view()).unwrap()),
-            };
+            let layer = layer_from_cores(&first, &spatial, &last, c.bias.then_some(&b), &c);
+            let prepared = layer.prepare(cuda).unwrap();
             let x = random(&c.x_shape(), c.seed);
             let xd = cuda.upload(x.view()).unwrap();
-            let y = cuda.factorized_forward(&xd, &weights, &c.geometry).unwrap();
+            let program = layer.program(&c.x_shape()).unwrap();
+            let weights = prepared.step_weights(&program).unwrap();
+            let y = cuda.factorized_forward(&xd, &program, &weights).unwrap();
 
             let full = reconstruct(&first, &spatial, &last);
             let b1 = b.clone().into_dimensionality::<Ix1>().unwrap();
@@ -309,7 +341,7 @@ fn factorized_forward_matches_dense_oracle_of_reconstructed_kernel<B: Backend>(c
             // The same layer through the reconstructed path on the device.
             let kd = cuda.upload_weights(full.view()).unwrap();
             let y_dense = cuda
-                .conv_dense(&xd, &kd, weights.bias.as_ref(), &c.geometry)
+                .conv_dense(&xd, &kd, weights.bias, &c.geometry)
                 .unwrap();
             assert_close(
                 "reconstructed forward",
@@ -319,10 +351,10 @@ fn factorized_forward_matches_dense_oracle_of_reconstructed_kernel<B: Backend>(c
             );
 
             // The training forward keeps every stage and gives the same output.
-            let (y_train, acts) = cuda
-                .factorized_forward_train(cuda.upload(x.view()).unwrap(), &weights, &c.geometry)
+            let (y_train, inputs) = cuda
+                .factorized_forward_train(cuda.upload(x.view()).unwrap(), &program, &weights)
                 .unwrap();
-            prop_assert_eq!(acts.stages.len(), d + 2);
+            prop_assert_eq!(inputs.len(), program.steps().len());
             assert_close(
                 "training forward",
                 &cuda.download(&y_train).unwrap(),

@@ -14,7 +14,8 @@ use ndarray::{ArrayD, IxDyn};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use ttconv::{
-    Adam, Implementation, Optimizer, Padding, RankSpec, Truncation, TtConv, TtConvConfig, TtTensor,
+    Adam, ConvGeometry, Implementation, Init, Optimizer, Padding, RankSpec, Truncation, TtConv,
+    TtConvConfig, TtTensor,
 };
 use ttconv_cpu::CpuBackend;
 
@@ -54,9 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let teacher = TtConv::from_dense(
         kernel.view(),
         None,
-        1,
-        1,
-        1,
+        &ConvGeometry::new().padding(1),
         &Truncation::rank(RankSpec::Uniform(10_000)),
     )?
     .0;
@@ -65,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .padding(Padding::All(1))
         .rank(RankSpec::Uniform(rank));
     let mut student = TtConv::new(config)?;
-    student.init_from_random(false, 1)?;
+    student.init_from_random(Init::Direct, 1)?;
     let mut adam = Adam::new(0.01);
 
     let probe = random_input(&mut rng);
@@ -81,8 +80,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // d/dy of mean((y - t)^2)
         let scale = 2.0 / y.len() as f32;
         let gy = (&y - &target).mapv(|v| v * scale);
-        let grads =
-            student.backward(&cpu, x.view(), gy.view(), Implementation::Factorized, false)?;
+        let grads = student
+            .forward_backward(&cpu, x.view(), gy.view(), Implementation::Factorized, false)
+            .map(|(_, grads)| grads)?;
         adam.step(&mut student, &grads)?;
         if step % (steps / 12).max(1) == 0 || step == steps {
             let loss = mse(&student.forward(&cpu, probe.view())?, &probe_target);
@@ -106,9 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (svd_layer, report) = TtConv::from_dense(
         kernel.view(),
         None,
-        1,
-        1,
-        1,
+        &ConvGeometry::new().padding(1),
         &Truncation::rank(RankSpec::Uniform(rank)),
     )?;
     let svd_mse = mse(&svd_layer.forward(&cpu, probe.view())?, &probe_target);

@@ -2,7 +2,7 @@
 //! compression ratio and the error.
 
 use ndarray::{ArrayD, IxDyn};
-use ttconv::{Implementation, RankSpec, Truncation, TtConv, oracle};
+use ttconv::{Backend, ConvGeometry, Implementation, RankSpec, Truncation, TtConv};
 use ttconv_cpu::CpuBackend;
 
 fn main() -> Result<(), ttconv::Error> {
@@ -12,9 +12,7 @@ fn main() -> Result<(), ttconv::Error> {
     let (layer, report) = TtConv::from_dense(
         kernel.view(),
         None,
-        1,
-        1,
-        1,
+        &ConvGeometry::new().padding(1),
         &Truncation::rank(RankSpec::Uniform(8)),
     )?;
     println!(
@@ -30,7 +28,13 @@ fn main() -> Result<(), ttconv::Error> {
         h as f32 / 1000.0 - 0.5
     });
     let y = layer.forward_with(&cpu, x.view(), Implementation::Factorized)?;
-    let dense = oracle::conv_nd(x.view(), kernel.view(), None, layer.geometry())?;
+    // The original dense layer, run by the same backend.
+    let dense = cpu.conv_dense(
+        &cpu.upload(x.view())?,
+        &cpu.upload_weights(kernel.view())?,
+        None,
+        layer.geometry(),
+    )?;
     let num: f32 = y
         .iter()
         .zip(dense.iter())

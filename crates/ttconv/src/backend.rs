@@ -9,16 +9,17 @@
 //! respect to a primitive's output, `D` the spatial positions. Spatial axes are numbered from 0
 //! (axis `j` of the activation is array axis `j + 2`).
 //!
-//! The factorized forward (DESIGN.md section 4) is the default method
-//! [`Backend::factorized_forward`], which chains the primitives; a backend may override it with a
-//! fused version as long as the result is the same.
+//! The factorized forward is the default method [`Backend::factorized_forward`], which runs the
+//! steps of a [`FactorizedProgram`] through the primitives; a backend may override it with a
+//! fused version of the same steps as long as the result is the same. Backends never plan: the
+//! layer builds the program (with every step's shapes validated) and hands it over.
 
 use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD};
 
 use crate::cost::CostConstants;
 use crate::error::Result;
 use crate::geometry::AxisGeometry;
-use crate::plan::FactorizedPlan;
+use crate::program::{FactorizedProgram, StepWeights};
 
 /// The weights of a factorized TT convolution, prepared for one backend.
 ///
@@ -38,26 +39,12 @@ pub struct FactorizedWeights<B: Backend + ?Sized> {
     pub bias: Option<B::Weights>,
 }
 
-/// The activations a factorized forward keeps for its backward pass.
-///
-/// The input of every step of the chain, in order: with the plain chain (`plan` merging
-/// nothing) `stages[0]` is the input `x`, `stages[1]` = `z_0` (after the channel contraction),
-/// `stages[j + 2]` = `z_{j+1}` (after the 1-D convolution along spatial axis `j`), `d + 2` in all.
-/// A merged head drops `z_0` (the first convolution reads `x`), a merged tail drops `z_d` (the
-/// last convolution writes the output). The output `y` is returned separately and not kept.
-#[derive(Debug)]
-pub struct FactorizedActivations<T> {
-    /// Input, then every intermediate of the chain, in order.
-    pub stages: Vec<T>,
-    /// Which ends of the chain were merged (see [`FactorizedPlan`]).
-    pub plan: FactorizedPlan,
-}
-
 /// A compute backend for TT convolutions.
 ///
-/// Every method validates nothing the layer has already validated (shapes are consistent by
-/// construction in [`crate::TtConv`]); a backend returns an error only for its own failures (out of
-/// memory, a device error, ...).
+/// The layer validates shapes before it calls a backend (a [`FactorizedProgram`]'s steps are
+/// consistent by construction); a backend still returns a typed error, never a panic, for
+/// operands that do not fit together when a primitive is called directly, and for its own
+/// failures (out of memory, a device error, ...).
 pub trait Backend: Send + Sync {
     /// An f32 activation tensor `(batch, channels, D_1..D_d)` resident on the backend.
     type Tensor: Send + Sync;
@@ -189,60 +176,30 @@ pub trait Backend: Send + Sync {
     /// Bias gradient: `gb[o] = sum_{b, D} gy[b, o, D]`.
     fn bias_grad(&self, gy: &Self::Tensor) -> Result<Array1<f32>>;
 
-    /// The factorized forward of DESIGN.md section 4: contract channels `in -> r_1`, one 1-D
-    /// convolution per spatial axis `r_j -> r_{j+1}`, contract `r_{d+1} -> out` and add the bias.
+    /// The factorized forward: runs the steps of `program` on `x` (shape
+    /// [`FactorizedProgram::input_shape`]) with `weights[i]` the weight of step `i`, and returns
+    /// the output (shape [`FactorizedProgram::output_shape`]).
     ///
-    /// The default chains the primitives and materialises every intermediate; a backend may
-    /// override it with a fused version giving the same result.
+    /// The default runs each step through the primitives ([`FactorizedProgram::run`]) and
+    /// materialises every intermediate; a backend may override it with a fused version of the
+    /// same steps giving the same result.
     fn factorized_forward(
         &self,
         x: &Self::Tensor,
-        weights: &FactorizedWeights<Self>,
-        geometry: &[AxisGeometry],
+        program: &FactorizedProgram,
+        weights: &StepWeights<'_, Self>,
     ) -> Result<Self::Tensor> {
-        let mut z = self.contract_channels(x, &weights.first, None)?;
-        for (axis, (core, g)) in weights.spatial.iter().zip(geometry).enumerate() {
-            z = self.conv_along(&z, axis, core, *g)?;
-        }
-        self.contract_channels(&z, &weights.last, weights.bias.as_ref())
+        program.run(self, x, weights)
     }
 
-    /// Whether [`Self::factorized_forward`] follows the layer's [`FactorizedPlan`] itself
-    /// (merging the ends of the chain where that is cheaper). When it does not (the default
-    /// chain), [`crate::PreparedTtConv`] runs a plan with merged ends through the primitives.
-    fn merges_factorized_ends(&self) -> bool {
-        false
-    }
-
-    /// The factorized forward that keeps its intermediates for [`crate::TtConv::backward`]:
-    /// returns the output and the activations of [`FactorizedActivations`].
-    ///
-    /// `x` is moved into the returned activations (the backward needs it).
+    /// The factorized forward that keeps what the backward needs: returns the output and the
+    /// input of every step, in order (`x`, moved in, first).
     fn factorized_forward_train(
         &self,
         x: Self::Tensor,
-        weights: &FactorizedWeights<Self>,
-        geometry: &[AxisGeometry],
-    ) -> Result<(Self::Tensor, FactorizedActivations<Self::Tensor>)> {
-        let mut stages = Vec::with_capacity(geometry.len() + 2);
-        let z0 = self.contract_channels(&x, &weights.first, None)?;
-        stages.push(x);
-        stages.push(z0);
-        for (axis, (core, g)) in weights.spatial.iter().zip(geometry).enumerate() {
-            let next = self.conv_along(stages.last().expect("non-empty"), axis, core, *g)?;
-            stages.push(next);
-        }
-        let y = self.contract_channels(
-            stages.last().expect("non-empty"),
-            &weights.last,
-            weights.bias.as_ref(),
-        )?;
-        Ok((
-            y,
-            FactorizedActivations {
-                stages,
-                plan: FactorizedPlan::default(),
-            },
-        ))
+        program: &FactorizedProgram,
+        weights: &StepWeights<'_, Self>,
+    ) -> Result<(Self::Tensor, Vec<Self::Tensor>)> {
+        program.run_keeping_inputs(self, x, weights)
     }
 }

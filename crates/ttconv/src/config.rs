@@ -155,6 +155,97 @@ impl Padding {
     }
 }
 
+/// How a kernel slides over the input on every spatial mode: stride, zero padding and dilation.
+///
+/// The default is stride 1, no padding, dilation 1 on every mode; build others with
+/// `ConvGeometry { padding: 1.into(), ..Default::default() }` or the setters. Per-mode values
+/// are resolved against the kernel by [`Self::resolve`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Stride per mode (>= 1).
+    pub stride: PerMode,
+    /// Zero padding.
+    pub padding: Padding,
+    /// Dilation per mode (>= 1).
+    pub dilation: PerMode,
+}
+
+impl Default for ConvGeometry {
+    fn default() -> Self {
+        Self {
+            stride: PerMode::All(1),
+            padding: Padding::All(0),
+            dilation: PerMode::All(1),
+        }
+    }
+}
+
+impl ConvGeometry {
+    /// Stride 1, no padding, dilation 1.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the stride.
+    pub fn stride(mut self, stride: impl Into<PerMode>) -> Self {
+        self.stride = stride.into();
+        self
+    }
+
+    /// Sets the padding.
+    pub fn padding(mut self, padding: impl Into<Padding>) -> Self {
+        self.padding = padding.into();
+        self
+    }
+
+    /// Sets the dilation.
+    pub fn dilation(mut self, dilation: impl Into<PerMode>) -> Self {
+        self.dilation = dilation.into();
+        self
+    }
+
+    /// The per-axis geometry for a kernel of sizes `kernel` (one per spatial mode). Errors name
+    /// the field: lists of the wrong length, zero stride or dilation, `'same'` padding with a
+    /// stride.
+    pub fn resolve(&self, kernel: &[usize]) -> Result<Vec<AxisGeometry>> {
+        let zero = |field: &'static str, what: String| Error::Config {
+            field,
+            reason: format!("{what} must be at least 1, got 0"),
+        };
+        let order = kernel.len();
+        let stride = self.stride.resolve("stride", order)?;
+        if let Some(m) = stride.iter().position(|&s| s == 0) {
+            return Err(zero("stride", format!("stride of mode {m}")));
+        }
+        let dilation = self.dilation.resolve("dilation", order)?;
+        if let Some(m) = dilation.iter().position(|&s| s == 0) {
+            return Err(zero("dilation", format!("dilation of mode {m}")));
+        }
+        let padding = self.padding.resolve(kernel, &stride, &dilation)?;
+        Ok((0..order)
+            .map(|m| AxisGeometry {
+                stride: stride[m],
+                dilation: dilation[m],
+                pad_before: padding[m].0,
+                pad_after: padding[m].1,
+            })
+            .collect())
+    }
+}
+
+impl From<&[AxisGeometry]> for ConvGeometry {
+    /// The geometry of explicit per-axis values (asymmetric padding kept).
+    fn from(axes: &[AxisGeometry]) -> Self {
+        Self {
+            stride: PerMode::Each(axes.iter().map(|g| g.stride).collect()),
+            padding: Padding::Asymmetric(
+                axes.iter().map(|g| (g.pad_before, g.pad_after)).collect(),
+            ),
+            dilation: PerMode::Each(axes.iter().map(|g| g.dilation).collect()),
+        }
+    }
+}
+
 /// The configuration of a [`crate::TtConv`] layer.
 ///
 /// The kernel `W (out, in, k_1..k_d)` is a TT over the permuted shape `(in, k_1..k_d, out)`
@@ -173,12 +264,8 @@ pub struct TtConvConfig {
     pub rank_options: RankOptions,
     /// Forward algorithm.
     pub implementation: Implementation,
-    /// Stride per mode (>= 1).
-    pub stride: PerMode,
-    /// Zero padding.
-    pub padding: Padding,
-    /// Dilation per mode (>= 1).
-    pub dilation: PerMode,
+    /// Stride, padding and dilation.
+    pub geometry: ConvGeometry,
     /// Whether the layer adds a bias `(out,)`.
     pub bias: bool,
 }
@@ -198,9 +285,7 @@ impl TtConvConfig {
             rank: RankSpec::Same,
             rank_options: RankOptions::default(),
             implementation: Implementation::Factorized,
-            stride: PerMode::All(1),
-            padding: Padding::All(0),
-            dilation: PerMode::All(1),
+            geometry: ConvGeometry::default(),
             bias: false,
         }
     }
@@ -228,21 +313,27 @@ impl TtConvConfig {
         self
     }
 
+    /// Sets the stride, padding and dilation at once.
+    pub fn geometry(mut self, geometry: ConvGeometry) -> Self {
+        self.geometry = geometry;
+        self
+    }
+
     /// Sets the stride.
     pub fn stride(mut self, stride: impl Into<PerMode>) -> Self {
-        self.stride = stride.into();
+        self.geometry.stride = stride.into();
         self
     }
 
     /// Sets the padding.
     pub fn padding(mut self, padding: impl Into<Padding>) -> Self {
-        self.padding = padding.into();
+        self.geometry.padding = padding.into();
         self
     }
 
     /// Sets the dilation.
     pub fn dilation(mut self, dilation: impl Into<PerMode>) -> Self {
-        self.dilation = dilation.into();
+        self.geometry.dilation = dilation.into();
         self
     }
 
@@ -290,26 +381,9 @@ impl TtConvConfig {
         if let Some(m) = self.kernel_size.iter().position(|&k| k == 0) {
             return Err(zero("kernel_size", format!("kernel size of mode {m}")));
         }
-        let stride = self.stride.resolve("stride", order)?;
-        if let Some(m) = stride.iter().position(|&s| s == 0) {
-            return Err(zero("stride", format!("stride of mode {m}")));
-        }
-        let dilation = self.dilation.resolve("dilation", order)?;
-        if let Some(m) = dilation.iter().position(|&s| s == 0) {
-            return Err(zero("dilation", format!("dilation of mode {m}")));
-        }
-        let padding = self
-            .padding
-            .resolve(&self.kernel_size, &stride, &dilation)?;
+        let geometry = self.geometry.resolve(&self.kernel_size)?;
         self.resolved_ranks()?;
-        Ok((0..order)
-            .map(|m| AxisGeometry {
-                stride: stride[m],
-                dilation: dilation[m],
-                pad_before: padding[m].0,
-                pad_after: padding[m].1,
-            })
-            .collect())
+        Ok(geometry)
     }
 
     /// The rank vector `(1, r_1..r_{d+1}, 1)` of the spec on [`Self::tt_shape`] (TensorLy's

@@ -4,8 +4,9 @@
 //! - dense: `B * prod(D') * out * in * prod(k)` multiply-adds;
 //! - factorized: `B * [prod(D) * in * r_1 + sum_j S_j * r_{j+1} * k_j * r_{j+2} + prod(D') * r_{d+1} * out]`
 //!   where `S_j` is the spatial size after spatial mode `j` (modes `<= j` at their output size,
-//!   the others at their input size), with the merged ends of [`FactorizedPlan`] counted as the
-//!   one convolution they become.
+//!   the others at their input size), with the merged ends of the
+//!   [`crate::FactorizedProgram`] counted as the one convolution they become: the factorized
+//!   cost is the sum of the program's steps.
 //!
 //! Bytes (f32) count the input and output once and every intermediate of the factorized chain
 //! twice (written, then read), as an unfused backend moves them.
@@ -13,7 +14,7 @@
 use crate::config::Implementation;
 use crate::error::Result;
 use crate::geometry::{AxisGeometry, output_spatial};
-use crate::plan::FactorizedPlan;
+use crate::program::FactorizedProgram;
 
 /// Work and traffic of one forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -34,7 +35,7 @@ impl Cost {
 /// Throughputs used to turn a [`Cost`] into modelled seconds.
 ///
 /// The defaults are typical of a 2-core AVX2 machine; a backend with measured constants can
-/// supply its own through [`crate::Backend`]-side code that calls [`choose_implementation`].
+/// supply its own through [`crate::Backend::cost_constants`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CostConstants {
     /// Sustained multiply-adds per second of the dense convolution, in units of 1e9.
@@ -69,84 +70,33 @@ impl CostConstants {
 
 /// The shapes a cost depends on.
 #[derive(Clone, Copy, Debug)]
-pub struct LayerShape<'a> {
+pub(crate) struct LayerShape<'a> {
     /// Batch size.
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Input channels.
-    pub in_channels: usize,
+    pub(crate) in_channels: usize,
     /// Output channels.
-    pub out_channels: usize,
+    pub(crate) out_channels: usize,
     /// Kernel size per spatial mode.
-    pub kernel_size: &'a [usize],
+    pub(crate) kernel_size: &'a [usize],
     /// TT ranks `(1, r_1..r_{d+1}, 1)`.
-    pub ranks: &'a [usize],
+    pub(crate) ranks: &'a [usize],
     /// Input spatial size per mode.
-    pub input_spatial: &'a [usize],
+    pub(crate) input_spatial: &'a [usize],
     /// Geometry per mode.
-    pub geometry: &'a [AxisGeometry],
+    pub(crate) geometry: &'a [AxisGeometry],
 }
 
 fn prod(v: &[usize]) -> u64 {
     v.iter().map(|&x| x as u64).product()
 }
-
-/// Cost of the factorized forward, following [`FactorizedPlan::for_shape`] (merged head or
-/// tail steps counted as the single convolution they become).
-pub fn factorized_cost(s: &LayerShape<'_>) -> Result<Cost> {
-    let out_sp = output_spatial(s.input_spatial, s.kernel_size, s.geometry)?;
-    let plan = FactorizedPlan::for_shape(s);
-    let b = s.batch as u64;
-    let d = s.kernel_size.len();
-    let (cin, cout) = (s.in_channels as u64, s.out_channels as u64);
-    let r = |i: usize| s.ranks[i] as u64;
-    let mut spatial = s.input_spatial.to_vec();
-    let x = b * cin * prod(&spatial);
-    let mut macs = 0;
-    let mut inter = 0;
-    if !plan.merge_head {
-        let z0 = b * r(1) * prod(&spatial);
-        macs += z0 * cin;
-        inter += z0;
-    }
-    for j in 0..d {
-        spatial[j] = out_sp[j];
-        let size = prod(&spatial);
-        let c_in = if j == 0 && plan.merge_head {
-            cin
-        } else {
-            r(j + 1)
-        };
-        let last_merged = j == d - 1 && plan.merge_tail;
-        let c_out = if last_merged { cout } else { r(j + 2) };
-        macs += b * size * c_in * s.kernel_size[j] as u64 * c_out;
-        if !last_merged {
-            inter += b * size * c_out;
-        }
-    }
-    let y = b * prod(&out_sp) * cout;
-    if !plan.merge_tail {
-        macs += y * r(d + 1);
-    }
-    let params: u64 = (0..d + 2)
-        .map(|i| {
-            let n = if i == 0 {
-                cin
-            } else if i == d + 1 {
-                cout
-            } else {
-                s.kernel_size[i - 1] as u64
-            };
-            r(i) * n * r(i + 1)
-        })
-        .sum();
-    Ok(Cost {
-        macs,
-        bytes: 4 * (x + 2 * inter + y + params),
-    })
+/// Cost of the factorized forward: the sum of its [`FactorizedProgram`]'s steps.
+pub(crate) fn factorized_cost(s: &LayerShape<'_>) -> Result<Cost> {
+    Ok(FactorizedProgram::new(s, false)?.cost())
 }
 
 /// Cost of the reconstructed (dense) forward, kernel already reconstructed.
-pub fn dense_cost(s: &LayerShape<'_>) -> Result<Cost> {
+pub(crate) fn dense_cost(s: &LayerShape<'_>) -> Result<Cost> {
     let out_sp = output_spatial(s.input_spatial, s.kernel_size, s.geometry)?;
     let b = s.batch as u64;
     let (cin, cout) = (s.in_channels as u64, s.out_channels as u64);
@@ -160,7 +110,7 @@ pub fn dense_cost(s: &LayerShape<'_>) -> Result<Cost> {
 }
 
 /// Cost of `implementation`; `Auto` is resolved first with [`choose_implementation`].
-pub fn cost(
+pub(crate) fn cost(
     s: &LayerShape<'_>,
     implementation: Implementation,
     constants: &CostConstants,
@@ -172,7 +122,7 @@ pub fn cost(
 }
 
 /// Resolves `Auto` to the implementation with the lower modelled time; others pass through.
-pub fn choose_implementation(
+pub(crate) fn choose_implementation(
     s: &LayerShape<'_>,
     implementation: Implementation,
     constants: &CostConstants,
@@ -211,7 +161,8 @@ mod tests {
             geometry: &g,
         };
         // output 4 x 5; ranks below the channel counts: nothing merged
-        assert_eq!(FactorizedPlan::for_shape(&s), FactorizedPlan::default());
+        let p = FactorizedProgram::new(&s, false).unwrap();
+        assert!(!p.merges_head() && !p.merges_tail());
         let f = factorized_cost(&s).unwrap();
         let expect = 2 * (80 * 4 * 2 + (4 * 10) * 2 * 3 * 3 + (4 * 5) * 3 * 3 * 2 + 20 * 2 * 6);
         assert_eq!(f.macs, expect as u64);
@@ -237,8 +188,8 @@ mod tests {
             input_spatial: &[14, 14],
             geometry: &g,
         };
-        let plan = FactorizedPlan::for_shape(&s);
-        assert!(plan.merge_head && plan.merge_tail);
+        let p = FactorizedProgram::new(&s, false).unwrap();
+        assert!(p.merges_head() && p.merges_tail());
         let f = factorized_cost(&s).unwrap();
         assert_eq!(f.macs, 8 * 196 * (256 * 3 * 21 + 21 * 3 * 256));
         assert_eq!(

@@ -75,7 +75,7 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Returns an error naming the first non-finite entry of `data`, if any.
-pub fn check_finite(what: &str, data: impl IntoIterator<Item = f32>) -> Result<()> {
+pub(crate) fn check_finite(what: &str, data: impl IntoIterator<Item = f32>) -> Result<()> {
     for (index, value) in data.into_iter().enumerate() {
         if !value.is_finite() {
             return Err(Error::NonFinite {

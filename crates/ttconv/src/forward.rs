@@ -6,16 +6,16 @@ use ndarray::{ArrayD, ArrayViewD};
 
 use crate::backend::{Backend, FactorizedWeights};
 use crate::config::Implementation;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layer::TtConv;
-use crate::plan::FactorizedPlan;
+use crate::program::{FactorizedProgram, StepWeight, StepWeights};
 
 /// A layer's weights uploaded to a backend, ready for repeated forward passes.
 ///
 /// The factorized weights are uploaded at preparation; the dense kernel (reconstructed once by
 /// [`TtConv::full_weights`]) is uploaded the first time the reconstructed path runs and kept, and
-/// so are the merged end cores of a [`crate::FactorizedPlan`] the first time a training forward
-/// merges them.
+/// so are the merged end cores the first time a [`FactorizedProgram`] merges them: this is the
+/// one cache of merged cores.
 /// The preparation borrows the layer: changing the weights means preparing again.
 #[derive(Debug)]
 pub struct PreparedTtConv<'a, B: Backend> {
@@ -146,66 +146,44 @@ impl<'a, B: Backend> PreparedTtConv<'a, B> {
                 self.layer.geometry(),
             ),
             _ => {
-                let plan = self.layer.factorized_plan(&shape);
-                if plan != FactorizedPlan::default() && !self.backend.merges_factorized_ends() {
-                    self.merged_forward(x, plan, None)
-                } else {
-                    self.backend
-                        .factorized_forward(x, &self.factorized, self.layer.geometry())
-                }
+                let program = self.layer.program(&shape)?;
+                let weights = self.step_weights(&program)?;
+                self.backend.factorized_forward(x, &program, &weights)
             }
         }
     }
 
-    /// The weight of spatial step `j` under `plan`: a merged end core or `G_{j+1}`.
-    pub(crate) fn step_weight(&self, plan: FactorizedPlan, j: usize) -> Result<&B::Weights> {
-        let d = self.layer().order();
-        if j == 0 && plan.merge_head {
-            self.merged_head()
-        } else if j + 1 == d && plan.merge_tail {
-            self.merged_tail()
-        } else {
-            Ok(&self.factorized_weights().spatial[j])
+    /// The weights of `program`'s steps on this backend (the merged end cores uploaded on first
+    /// use); an error when `program` was not built by this layer.
+    pub fn step_weights(&self, program: &FactorizedProgram) -> Result<StepWeights<'_, B>> {
+        let own = self.layer.program(program.input_shape())?;
+        if own != *program {
+            return Err(Error::Shape {
+                what: "factorized program".into(),
+                expected: format!(
+                    "a program of this layer (ranks {:?}) for input {:?}",
+                    self.layer.ranks(),
+                    program.input_shape()
+                ),
+                got: program.ranks().to_vec(),
+            });
         }
-    }
-
-    /// The factorized forward with merged ends (see [`FactorizedPlan`]) through the backend's
-    /// primitives, for backends whose own `factorized_forward` runs the plain chain, and for
-    /// training. With `kept`, the input of every step after the first is pushed onto it (the
-    /// activations the backward needs, after `x` itself).
-    pub(crate) fn merged_forward(
-        &self,
-        x: &B::Tensor,
-        plan: FactorizedPlan,
-        mut kept: Option<&mut Vec<B::Tensor>>,
-    ) -> Result<B::Tensor> {
         let w = &self.factorized;
-        let mut z = if plan.merge_head {
-            None
-        } else {
-            Some(self.backend.contract_channels(x, &w.first, None)?)
-        };
-        for (j, g) in self.layer.geometry().iter().enumerate() {
-            let input = z.as_ref().unwrap_or(x);
-            let next = self
-                .backend
-                .conv_along(input, j, self.step_weight(plan, j)?, *g)?;
-            if let (Some(prev), Some(kept)) = (z.replace(next), kept.as_deref_mut()) {
-                kept.push(prev);
-            }
-        }
-        let z = z.expect("a layer has at least one spatial axis");
-        match (plan.merge_tail, &w.bias) {
-            (true, Some(b)) => self.backend.add_bias(z, b),
-            (true, None) => Ok(z),
-            (false, bias) => {
-                let y = self.backend.contract_channels(&z, &w.last, bias.as_ref())?;
-                if let Some(kept) = kept {
-                    kept.push(z);
-                }
-                Ok(y)
-            }
-        }
+        let steps = program
+            .steps()
+            .iter()
+            .map(|step| match step.weight {
+                StepWeight::First => Ok(&w.first),
+                StepWeight::Spatial(j) => Ok(&w.spatial[j]),
+                StepWeight::Last => Ok(&w.last),
+                StepWeight::MergedHead => self.merged_head(),
+                StepWeight::MergedTail => self.merged_tail(),
+            })
+            .collect::<Result<_>>()?;
+        Ok(StepWeights {
+            steps,
+            bias: w.bias.as_ref(),
+        })
     }
 }
 

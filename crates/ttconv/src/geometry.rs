@@ -19,7 +19,24 @@ pub struct AxisGeometry {
     pub pad_after: usize,
 }
 
+impl Default for AxisGeometry {
+    /// [`AxisGeometry::UNIT`].
+    fn default() -> Self {
+        Self::UNIT
+    }
+}
+
 impl AxisGeometry {
+    /// Stride `stride`, dilation `dilation` and `padding` zeros on both sides.
+    pub fn symmetric(stride: usize, padding: usize, dilation: usize) -> Self {
+        Self {
+            stride,
+            dilation,
+            pad_before: padding,
+            pad_after: padding,
+        }
+    }
+
     /// Stride 1, dilation 1, no padding.
     pub const UNIT: Self = Self {
         stride: 1,

@@ -1,6 +1,7 @@
 //! The TT convolution layer: its state, initialisations, decomposition and transduction.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::{Array1, Array3, ArrayD, ArrayView1, ArrayViewD, Axis, IxDyn};
 use rand::SeedableRng;
@@ -8,15 +9,29 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 use tt_core::{RankSpec, Truncation, TruncationReport, TtTensor, tt_svd};
 
-use crate::config::{Implementation, Padding, PerMode, TtConvConfig};
+use crate::config::{ConvGeometry, Implementation, TtConvConfig};
 use crate::cost::{self, Cost, CostConstants, LayerShape};
 use crate::error::{Error, Result, check_finite};
 use crate::geometry::{AxisGeometry, output_spatial};
-use crate::plan::FactorizedPlan;
+use crate::program::FactorizedProgram;
 
 /// Standard deviation of the reconstructed kernel that random initialisation aims at
 /// (TensorLy-Torch's default).
 pub const INIT_STD: f64 = 0.02;
+
+/// How [`TtConv::init_from_random`] draws the weights (TensorLy-Torch's
+/// `decompose_full_weight` flag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Init {
+    /// Every core ~ N(0, s^2) at the layer's resolved ranks with
+    /// `s = (0.02 / prod_{k=1..d+1} sqrt(r_k))^(1 / (d + 2))`, so that each reconstructed entry,
+    /// a sum of `prod r_k` products of `d + 2` core entries, has standard deviation about 0.02.
+    #[default]
+    Direct,
+    /// A dense kernel ~ N(0, 0.02^2) of the layer's shape, decomposed by TT-SVD at the layer's
+    /// rank spec (ranks capped by TT-SVD).
+    DecomposeFullWeight,
+}
 
 /// A Tensor-Train factorized N-D convolution (TensorLy-Torch's `TTConv`).
 ///
@@ -30,9 +45,19 @@ pub struct TtConv {
     tt: TtTensor<f32>,
     bias: Option<Array1<f32>>,
     dense: OnceLock<ArrayD<f32>>,
+    /// Identity of this layer and the state of its weights (see [`TtConv::stamp`]).
+    stamp: u64,
+}
+
+/// Source of [`TtConv::stamp`] values.
+static NEXT_STAMP: AtomicU64 = AtomicU64::new(1);
+
+fn new_stamp() -> u64 {
+    NEXT_STAMP.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Clone for TtConv {
+    /// A copy with the same weights and a stamp of its own.
     fn clone(&self) -> Self {
         Self {
             config: self.config.clone(),
@@ -40,12 +65,13 @@ impl Clone for TtConv {
             tt: self.tt.clone(),
             bias: self.bias.clone(),
             dense: OnceLock::new(),
+            stamp: new_stamp(),
         }
     }
 }
 
 impl TtConv {
-    /// A layer for `config`, initialised with [`Self::init_from_random`]`(false, 0)`: random cores
+    /// A layer for `config`, initialised with [`Self::init_from_random`]`(Init::Direct, 0)`: random cores
     /// whose reconstruction has standard deviation about 0.02, zero bias.
     pub fn new(config: TtConvConfig) -> Result<Self> {
         let geometry = config.validate()?;
@@ -58,6 +84,7 @@ impl TtConv {
             tt,
             bias,
             dense: OnceLock::new(),
+            stamp: new_stamp(),
         })
     }
 
@@ -67,9 +94,7 @@ impl TtConv {
     pub fn from_dense(
         kernel: ArrayViewD<'_, f32>,
         bias: Option<ArrayView1<'_, f32>>,
-        stride: impl Into<PerMode>,
-        padding: impl Into<Padding>,
-        dilation: impl Into<PerMode>,
+        geometry: &ConvGeometry,
         truncation: &Truncation,
     ) -> Result<(Self, TruncationReport)> {
         if kernel.ndim() < 3 {
@@ -84,9 +109,7 @@ impl TtConv {
             Truncation::Tolerance { .. } => RankSpec::Same,
         };
         let config = TtConvConfig::new(kernel.shape()[1], kernel.shape()[0], &kernel.shape()[2..])
-            .stride(stride)
-            .padding(padding)
-            .dilation(dilation)
+            .geometry(geometry.clone())
             .bias(bias.is_some())
             .rank(rank);
         let mut layer = Self::new(config)?;
@@ -125,12 +148,25 @@ impl TtConv {
         self.bias.as_ref()
     }
 
+    /// A value unique to this layer and the current state of its weights: it changes whenever
+    /// the weights or the configuration change, and a clone gets its own. Training contexts
+    /// record it so that a backward refuses a context made by another layer.
+    pub fn stamp(&self) -> u64 {
+        self.stamp
+    }
+
+    /// Marks a change of weights or configuration: cached results are dropped.
+    fn weights_changed(&mut self) {
+        self.dense = OnceLock::new();
+        self.stamp = new_stamp();
+    }
+
     fn set_weights(&mut self, tt: TtTensor<f32>, bias: Option<Array1<f32>>) {
         self.config.rank = RankSpec::Explicit(tt.ranks());
         self.config.bias = bias.is_some();
         self.tt = tt;
         self.bias = bias;
-        self.dense = OnceLock::new();
+        self.weights_changed();
     }
 
     fn check_bias(&self, bias: Option<&ArrayView1<'_, f32>>) -> Result<Option<Array1<f32>>> {
@@ -177,18 +213,12 @@ impl TtConv {
         Ok(report)
     }
 
-    /// Random initialisation (TensorLy-Torch's `init_from_random`), reproducible from `seed`;
-    /// the bias, if any, is set to zero.
-    ///
-    /// - `decompose_full_weight = true`: draw a dense kernel ~ N(0, 0.02^2) of the layer's shape
-    ///   and decompose it at the layer's rank spec (ranks capped by TT-SVD).
-    /// - `false`: draw every core ~ N(0, s^2) at the layer's resolved ranks with
-    ///   `s = (0.02 / prod_{k=1..d+1} sqrt(r_k))^(1 / (d + 2))`, so that each reconstructed entry, a
-    ///   sum of `prod r_k` products of `d + 2` core entries, has standard deviation about 0.02.
-    pub fn init_from_random(&mut self, decompose_full_weight: bool, seed: u64) -> Result<()> {
+    /// Random initialisation (TensorLy-Torch's `init_from_random`) as `init` says, reproducible
+    /// from `seed`; the bias, if any, is set to zero.
+    pub fn init_from_random(&mut self, init: Init, seed: u64) -> Result<()> {
         let shape = self.config.tt_shape();
         let bias = self.bias.as_ref().map(|b| Array1::zeros(b.len()));
-        if decompose_full_weight {
+        if init == Init::DecomposeFullWeight {
             let mut kshape = vec![self.config.out_channels, self.config.in_channels];
             kshape.extend_from_slice(&self.config.kernel_size);
             let normal = Normal::new(0.0, INIT_STD).expect("valid normal");
@@ -234,12 +264,10 @@ impl TtConv {
         Ok(())
     }
 
-    /// The TT of the kernel and, when `return_bias`, the bias.
-    pub fn get_decomposition(&self, return_bias: bool) -> (TtTensor<f32>, Option<Array1<f32>>) {
-        (
-            self.tt.clone(),
-            if return_bias { self.bias.clone() } else { None },
-        )
+    /// A copy of the TT of the kernel and of the bias (TensorLy-Torch's `get_decomposition`;
+    /// [`Self::tt`] and [`Self::bias`] borrow them instead).
+    pub fn decomposition(&self) -> (TtTensor<f32>, Option<Array1<f32>>) {
+        (self.tt.clone(), self.bias.clone())
     }
 
     /// Replaces the cores in place (e.g. after an optimiser step); shapes must not change.
@@ -253,7 +281,7 @@ impl TtConv {
             });
         }
         self.tt = tt;
-        self.dense = OnceLock::new();
+        self.weights_changed();
         Ok(())
     }
 
@@ -262,6 +290,7 @@ impl TtConv {
         match &self.bias {
             Some(b) if b.len() == bias.len() => {
                 self.bias = Some(bias);
+                self.weights_changed();
                 Ok(())
             }
             _ => Err(Error::Shape {
@@ -292,18 +321,15 @@ impl TtConv {
     }
 
     /// Adds a spatial mode at position `mode` (0 = before every existing spatial mode) with
-    /// kernel size `kernel_size` and the given padding, stride and dilation, turning e.g. a 2-D
-    /// layer into a 3-D one. The new core `(r, k_new, r)` has identity slices
-    /// (`r` = the bond rank at that place), so the new kernel repeats the old one along the new
-    /// axis: `W'[o, c, .., t_new, ..] = W[o, c, ..]`. Padding `'same'` is not accepted here (give
-    /// the number).
+    /// kernel size `kernel_size` and the stride, dilation and (possibly asymmetric) padding of
+    /// `geometry`, turning e.g. a 2-D layer into a 3-D one. The new core `(r, k_new, r)` has
+    /// identity slices (`r` = the bond rank at that place), so the new kernel repeats the old one
+    /// along the new axis: `W'[o, c, .., t_new, ..] = W[o, c, ..]`.
     pub fn transduct(
         &mut self,
-        kernel_size: usize,
         mode: usize,
-        padding: usize,
-        stride: usize,
-        dilation: usize,
+        kernel_size: usize,
+        geometry: AxisGeometry,
     ) -> Result<()> {
         let d = self.order();
         if mode > d {
@@ -312,22 +338,12 @@ impl TtConv {
                 reason: format!("new mode position must be in 0..={d}, got {mode}"),
             });
         }
-        let geometry = AxisGeometry {
-            stride,
-            dilation,
-            pad_before: padding,
-            pad_after: padding,
-        };
         let mut kernel = self.config.kernel_size.clone();
         kernel.insert(mode, kernel_size);
         let mut geoms = self.geometry.clone();
         geoms.insert(mode, geometry);
         let config = TtConvConfig::new(self.config.in_channels, self.config.out_channels, kernel)
-            .stride(geoms.iter().map(|g| g.stride).collect::<Vec<_>>())
-            .dilation(geoms.iter().map(|g| g.dilation).collect::<Vec<_>>())
-            .padding(Padding::Asymmetric(
-                geoms.iter().map(|g| (g.pad_before, g.pad_after)).collect(),
-            ))
+            .geometry(ConvGeometry::from(geoms.as_slice()))
             .bias(self.config.bias)
             .implementation(self.config.implementation)
             .rank_options(self.config.rank_options);
@@ -348,7 +364,7 @@ impl TtConv {
         self.tt = TtTensor::new(cores)?;
         self.config = config;
         self.geometry = geometry;
-        self.dense = OnceLock::new();
+        self.weights_changed();
         Ok(())
     }
 
@@ -436,15 +452,13 @@ impl TtConv {
         )
     }
 
-    /// Which ends of the factorized chain a forward on `input_shape` merges into their
-    /// neighbouring convolution (see [`FactorizedPlan`]); the plain chain when the shape is
-    /// invalid (the forward reports that).
-    pub fn factorized_plan(&self, input_shape: &[usize]) -> FactorizedPlan {
-        if self.output_shape(input_shape).is_err() {
-            return FactorizedPlan::default();
-        }
+    /// The factorized program for an input `(batch, in, D_1..D_d)`: the steps of the chain
+    /// (with the ends merged where that is cheaper), each with its validated shapes and cost.
+    /// Every factorized forward and backward of this layer runs it.
+    pub fn program(&self, input_shape: &[usize]) -> Result<FactorizedProgram> {
+        self.output_shape(input_shape)?;
         let ranks = self.ranks();
-        FactorizedPlan::for_shape(&self.layer_shape(input_shape, &ranks))
+        FactorizedProgram::new(&self.layer_shape(input_shape, &ranks), self.bias.is_some())
     }
 
     /// The merged head core `G_0 G_1`, `(in, k_1, r_2)`:

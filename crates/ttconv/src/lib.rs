@@ -3,33 +3,36 @@
 //! A convolution kernel `W (out, in, k_1..k_d)` is stored as a TT over the permuted shape
 //! `(in, k_1, .., k_d, out)` and applied either in its cheap factorized form (a channel
 //! contraction, one 1-D convolution per spatial mode, a second contraction) or by reconstructing
-//! the dense kernel. See DESIGN.md section 4 for the exact semantics.
+//! the dense kernel. `docs/architecture.md` in the repository follows one forward and one
+//! backward call through the crates.
 //!
 //! The layer ([`TtConv`]) never names a backend: it runs on any [`Backend`] (the CPU one lives in
 //! `ttconv-cpu`, the CUDA one in `ttconv-cuda`).
 
-pub mod backend;
-pub mod backward;
-pub mod config;
-pub mod cost;
-pub mod error;
-pub mod forward;
-pub mod geometry;
-pub mod layer;
-pub mod optim;
+mod backend;
+mod backward;
+mod config;
+mod cost;
+mod error;
+mod forward;
+mod geometry;
+mod layer;
+mod optim;
+#[cfg(feature = "oracle")]
+#[doc(hidden)]
 pub mod oracle;
-pub mod plan;
+mod program;
 
-pub use backend::{Backend, FactorizedActivations, FactorizedWeights};
+pub use backend::{Backend, FactorizedWeights};
 pub use backward::{Gradients, TrainContext};
-pub use config::{Implementation, Padding, PerMode, TtConvConfig};
+pub use config::{ConvGeometry, Implementation, Padding, PerMode, TtConvConfig};
 pub use cost::{Cost, CostConstants};
 pub use error::{Error, Result};
 pub use forward::PreparedTtConv;
-pub use geometry::AxisGeometry;
-pub use layer::TtConv;
+pub use geometry::{AxisGeometry, output_spatial};
+pub use layer::{INIT_STD, Init, TtConv};
 pub use optim::{Adam, Optimizer, Sgd};
-pub use plan::FactorizedPlan;
+pub use program::{FactorizedProgram, Step, StepOp, StepWeight, StepWeights};
 pub use tt_core::{RankOptions, RankSpec, Rounding, Truncation, TruncationReport, TtTensor};
 
 /// The README's usage example, compiled and run as a doctest.

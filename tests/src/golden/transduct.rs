@@ -2,7 +2,7 @@
 //! TensorLy-Torch: the new cores exactly (`==`), the resulting 3-D configuration, the reconstructed
 //! kernel, and the 3-D output of both implementations (tolerances of [`super::conv`]).
 
-use ttconv::Implementation;
+use ttconv::{AxisGeometry, Implementation};
 use ttconv_cpu::CpuBackend;
 
 use super::conv::{WEIGHT_RTOL, bias_view, compare, layer_from};
@@ -18,13 +18,12 @@ pub fn check(file: &CaseFile) -> Result<Vec<CaseOutcome>, GoldenError> {
     let mut layer = layer_from(file, 2, "core_", bias)?;
     let mode = file.meta_usize("mode")?;
     let mut problems = Vec::new();
-    if let Err(e) = layer.transduct(
-        file.meta_usize("new_kernel_size")?,
-        mode,
-        file.meta_usize("new_padding")?,
+    let geometry = AxisGeometry::symmetric(
         file.meta_usize("new_stride")?,
+        file.meta_usize("new_padding")?,
         file.meta_usize("new_dilation")?,
-    ) {
+    );
+    if let Err(e) = layer.transduct(mode, file.meta_usize("new_kernel_size")?, geometry) {
         problems.push(format!("transduct: {e}"));
     } else {
         for (i, core) in layer.tt().cores().iter().enumerate() {

@@ -210,7 +210,7 @@ pub fn output_terms(layer: &TtConv, x: &ArrayD<f32>) -> f32 {
     term_scale(&oracle_output(&squared_layer(layer), &squared(x)))
 }
 
-/// One layer per pattern of [`ttconv::FactorizedPlan`] (head and tail merged, head only, tail
+/// One layer per merge pattern of [`ttconv::FactorizedProgram`] (head and tail merged, head only, tail
 /// only, both in 3-D, neither), with the plan it must get: batch 2, bias on, strided, padded and
 /// dilated, 7 positions per axis; seeds `seed0 + i`.
 pub fn merge_pattern_cases(seed0: u64) -> Vec<(Case, (bool, bool))> {
@@ -276,13 +276,14 @@ pub fn gradient_terms(
     gy: &ArrayD<f32>,
 ) -> Gradients {
     squared_layer(layer)
-        .backward(
+        .forward_backward(
             cpu,
             squared(x).view(),
             squared(gy).view(),
             Implementation::Reconstructed,
             true,
         )
+        .map(|(_, grads)| grads)
         .expect("the squared layer accepts what the layer accepted")
 }
 

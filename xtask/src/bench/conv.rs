@@ -40,7 +40,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde_json::{Value, json};
-use ttconv::{Backend, Implementation, Padding, PreparedTtConv, RankSpec, TtConv, TtConvConfig};
+use ttconv::{
+    Backend, Implementation, Padding, PreparedTtConv, RankSpec, StepOp, TtConv, TtConvConfig,
+};
 use ttconv_cpu::CpuBackend;
 
 use super::machine::{LoadMeter, Machine};
@@ -425,7 +427,7 @@ impl CaseSpec {
             None => case.derived_name(),
         };
         let geometry = case.config().validate().map_err(|e| e.to_string())?;
-        ttconv::geometry::output_spatial(&case.spatial, &case.kernel, &geometry)
+        ttconv::output_spatial(&case.spatial, &case.kernel, &geometry)
             .map_err(|e| e.to_string())?;
         Ok(case)
     }
@@ -668,11 +670,7 @@ impl Step {
     }
 }
 
-fn numel(shape: &[usize]) -> u64 {
-    shape.iter().map(|&n| n as u64).product()
-}
-
-/// Times every backend primitive of the factorized forward and backward separately (the
+/// Times every step of the layer's factorized program separately, forward and backward (the
 /// backward with the input gradient, as `forward+backward` times it), each on the activations
 /// the real chain gives it. Returns `(forward steps, backward steps)`.
 fn factorized_steps(
@@ -682,166 +680,78 @@ fn factorized_steps(
     gy: &ArrayD<f32>,
     reps: Reps,
 ) -> Result<(Vec<Step>, Vec<Step>), String> {
-    let layer = prepared.layer();
-    let w = prepared.factorized_weights();
-    let geo = layer.geometry();
-    let kernel = &layer.config().kernel_size;
-    let ranks = layer.ranks();
-    let d = geo.len();
-    let (_, acts) = backend
-        .factorized_forward_train(x.clone(), w, geo)
+    let program = prepared.layer().program(x.shape()).map_err(err)?;
+    let weights = prepared.step_weights(&program).map_err(err)?;
+    let (_, inputs) = program
+        .run_keeping_inputs(backend, x.clone(), &weights)
         .map_err(err)?;
-    let z = &acts.stages;
     let ms = |t: Timing| t.median() * 1e3;
-    let mut fwd = Vec::new();
-    let mut bwd = Vec::new();
-    // Forward: contract in -> r_1, one conv_along per axis, contract r_{d+1} -> out.
-    let t = time_it(
-        reps,
-        || (),
-        |_| {
-            backend
-                .contract_channels(&z[0], &w.first, None)
-                .map_err(err)
-        },
-    )?;
-    fwd.push(Step {
-        name: format!(
-            "contract {}->{}",
-            ranks[0] * layer.config().in_channels,
-            ranks[1]
+    let label = |step: &ttconv::Step| match step.op {
+        StepOp::Contract => format!("contract {}->{}", step.in_channels(), step.out_channels()),
+        StepOp::ConvAlong { axis, kernel, .. } => format!(
+            "along{axis} {}->{} k{kernel}",
+            step.in_channels(),
+            step.out_channels()
         ),
-        ms: ms(t),
-        macs: numel(z[1].shape()) * layer.config().in_channels as u64,
-    });
-    for j in 0..d {
+    };
+    let mut fwd = Vec::new();
+    for (i, step) in program.steps().iter().enumerate() {
         let t = time_it(
             reps,
             || (),
             |_| {
-                backend
-                    .conv_along(&z[j + 1], j, &w.spatial[j], geo[j])
+                program
+                    .run_step(backend, i, &inputs[i], &weights)
                     .map_err(err)
             },
         )?;
         fwd.push(Step {
-            name: format!("along{j} {}->{} k{}", ranks[j + 1], ranks[j + 2], kernel[j]),
+            name: label(step),
             ms: ms(t),
-            macs: numel(z[j + 2].shape()) * (ranks[j + 1] * kernel[j]) as u64,
+            macs: step.macs(),
         });
     }
-    let out = layer.config().out_channels;
-    let t = time_it(
-        reps,
-        || (),
-        |_| {
-            backend
-                .contract_channels(&z[d + 1], &w.last, w.bias.as_ref())
-                .map_err(err)
-        },
-    )?;
-    fwd.push(Step {
-        name: format!("contract {}->{out}", ranks[d + 1]),
-        ms: ms(t),
-        macs: numel(gy.shape()) * ranks[d + 1] as u64,
-    });
-    // Backward, in the order of `PreparedTtConv::backward`.
-    let last_macs = numel(gy.shape()) * ranks[d + 1] as u64;
-    let t = time_it(
-        reps,
-        || (),
-        |_| {
-            backend
-                .contract_channels_grad_weight(&z[d + 1], gy)
-                .map_err(err)
-        },
-    )?;
-    bwd.push(Step {
-        name: "grad core last".into(),
-        ms: ms(t),
-        macs: last_macs,
-    });
-    let t = time_it(
-        reps,
-        || (),
-        |_| {
-            backend
-                .contract_channels_grad_input(gy, &w.last)
-                .map_err(err)
-        },
-    )?;
-    bwd.push(Step {
-        name: "grad input last".into(),
-        ms: ms(t),
-        macs: last_macs,
-    });
-    let mut g = backend
-        .contract_channels_grad_input(gy, &w.last)
-        .map_err(err)?;
-    for j in (0..d).rev() {
-        let macs = numel(g.shape()) * (ranks[j + 1] * kernel[j]) as u64;
-        let t = time_it(
-            reps,
-            || (),
-            |_| {
-                backend
-                    .conv_along_grad_weight(&z[j + 1], &g, j, kernel[j], geo[j])
-                    .map_err(err)
-            },
-        )?;
+    // Backward, in the order of `PreparedTtConv::backward`: per step from the last, the weight
+    // gradient, then the input gradient (which feeds the step before).
+    let mut bwd = Vec::new();
+    let mut g = gy.clone();
+    for (i, step) in program.steps().iter().enumerate().rev() {
+        let (z, w) = (&inputs[i], weights.steps[i]);
+        let grad_weight = || match step.op {
+            StepOp::Contract => backend
+                .contract_channels_grad_weight(z, &g)
+                .map(drop)
+                .map_err(err),
+            StepOp::ConvAlong {
+                axis,
+                kernel,
+                geometry,
+            } => backend
+                .conv_along_grad_weight(z, &g, axis, kernel, geometry)
+                .map(drop)
+                .map_err(err),
+        };
+        let grad_input = || match step.op {
+            StepOp::Contract => backend.contract_channels_grad_input(&g, w).map_err(err),
+            StepOp::ConvAlong { axis, geometry, .. } => backend
+                .conv_along_grad_input(&g, axis, w, geometry, step.input_shape[axis + 2])
+                .map_err(err),
+        };
+        let t = time_it(reps, || (), |_| grad_weight())?;
         bwd.push(Step {
-            name: format!("grad core along{j}"),
+            name: format!("grad weight {}", label(step)),
             ms: ms(t),
-            macs,
+            macs: step.macs(),
         });
-        let len = z[j + 1].shape()[j + 2];
-        let t = time_it(
-            reps,
-            || (),
-            |_| {
-                backend
-                    .conv_along_grad_input(&g, j, &w.spatial[j], geo[j], len)
-                    .map_err(err)
-            },
-        )?;
+        let t = time_it(reps, || (), |_| grad_input())?;
         bwd.push(Step {
-            name: format!("grad input along{j}"),
+            name: format!("grad input {}", label(step)),
             ms: ms(t),
-            macs,
+            macs: step.macs(),
         });
-        g = backend
-            .conv_along_grad_input(&g, j, &w.spatial[j], geo[j], len)
-            .map_err(err)?;
+        let next = grad_input()?;
+        g = next;
     }
-    let first_macs = numel(z[1].shape()) * layer.config().in_channels as u64;
-    let t = time_it(
-        reps,
-        || (),
-        |_| {
-            backend
-                .contract_channels_grad_weight(&z[0], &g)
-                .map_err(err)
-        },
-    )?;
-    bwd.push(Step {
-        name: "grad core first".into(),
-        ms: ms(t),
-        macs: first_macs,
-    });
-    let t = time_it(
-        reps,
-        || (),
-        |_| {
-            backend
-                .contract_channels_grad_input(&g, &w.first)
-                .map_err(err)
-        },
-    )?;
-    bwd.push(Step {
-        name: "grad input first".into(),
-        ms: ms(t),
-        macs: first_macs,
-    });
     Ok((fwd, bwd))
 }
 
@@ -1034,7 +944,9 @@ fn run_case(
     progress("building the layer");
     let load = LoadMeter::start();
     let mut layer = TtConv::new(spec.config()).map_err(err)?;
-    layer.init_from_random(false, seed).map_err(err)?;
+    layer
+        .init_from_random(ttconv::Init::Direct, seed)
+        .map_err(err)?;
     let shape = spec.input_shape();
     let output_shape = layer.output_shape(&shape).map_err(err)?;
     let x = backend
@@ -1333,7 +1245,9 @@ fn sweep(
     for (i, (r, id)) in ids.iter().enumerate() {
         let spec = spec2d(id, 64, 64, 56, 1, RankSpec::Uniform(*r));
         let mut layer = TtConv::new(spec.config()).map_err(err)?;
-        layer.init_from_random(false, 7).map_err(err)?;
+        layer
+            .init_from_random(ttconv::Init::Direct, 7)
+            .map_err(err)?;
         let shape = spec.input_shape();
         let x = backend
             .upload(random_input(&shape, 7).view())

@@ -233,3 +233,47 @@ pub fn out_spatial(case: &Case, convolved: impl Fn(usize) -> bool) -> Option<Vec
 pub fn vec1(x: &ArrayD<f32>) -> ndarray::Array1<f32> {
     x.iter().copied().collect()
 }
+
+/// A layer with the given factors (`first (in, r_1)`, `cores[j] (r_{j+1}, k_j, r_{j+2})`,
+/// `last (r_{d+1}, out)`), bias `(out,)` and per-axis geometry, for the tests that run a
+/// backend's factorized forward on a layer's program.
+pub fn layer_from_factors(
+    first: &ArrayD<f32>,
+    cores: &[ArrayD<f32>],
+    last: &ArrayD<f32>,
+    bias: Option<&ArrayD<f32>>,
+    geometry: &[AxisGeometry],
+) -> ttconv::TtConv {
+    use ndarray::{Axis, Ix1, Ix3};
+    let kernel: Vec<usize> = cores.iter().map(|g| g.shape()[1]).collect();
+    let config = ttconv::TtConvConfig::new(first.shape()[0], last.shape()[1], kernel)
+        .stride(geometry.iter().map(|g| g.stride).collect::<Vec<_>>())
+        .dilation(geometry.iter().map(|g| g.dilation).collect::<Vec<_>>())
+        .padding(ttconv::Padding::Asymmetric(
+            geometry
+                .iter()
+                .map(|g| (g.pad_before, g.pad_after))
+                .collect(),
+        ))
+        .bias(bias.is_some());
+    let mut tt = vec![first.clone().insert_axis(Axis(0))];
+    tt.extend(cores.iter().cloned());
+    tt.push(last.clone().insert_axis(Axis(2)));
+    let tt = tt
+        .into_iter()
+        .map(|g| g.into_dimensionality::<Ix3>().expect("a core has 3 axes"))
+        .collect();
+    let bias = bias.map(|b| {
+        b.clone()
+            .into_dimensionality::<Ix1>()
+            .expect("a bias vector")
+    });
+    let mut layer = ttconv::TtConv::new(config).expect("a valid configuration");
+    layer
+        .init_from_decomposition(
+            ttconv::TtTensor::new(tt).expect("consistent cores"),
+            bias.as_ref().map(|b| b.view()),
+        )
+        .expect("the cores fit the configuration");
+    layer
+}
