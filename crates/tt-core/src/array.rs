@@ -5,7 +5,7 @@ use ndarray::{Array, Dimension, IntoDimension};
 /// Reshapes an owned array in row-major order, copying it into standard layout first when its
 /// memory is not (a GEMM result can come back column-major). `shape` must have as many elements
 /// as `a`; that is the caller's invariant, and a violation panics.
-pub fn reshape_owned<A: Clone, D: Dimension, E: IntoDimension>(
+pub(crate) fn reshape_owned<A: Clone, D: Dimension, E: IntoDimension>(
     a: Array<A, D>,
     shape: E,
 ) -> Array<A, E::Dim> {

@@ -10,16 +10,17 @@
 //!
 //! Decompositions compute in f64 (through `faer`) for f32 and f64 inputs alike.
 
-pub mod array;
-pub mod error;
-pub mod linalg;
-pub mod project;
-pub mod rank;
-pub mod round;
-pub mod scalar;
-pub mod tensor;
-pub mod truncation;
-pub mod tt_svd;
+mod array;
+mod error;
+mod linalg;
+mod orthogonalize;
+mod project;
+mod rank;
+mod round;
+mod scalar;
+mod tensor;
+mod truncation;
+mod tt_svd;
 
 pub use error::{Error, Result};
 pub use linalg::SvdMethod;

@@ -218,7 +218,7 @@ impl<T: Scalar> TtTensor<T> {
     /// would lose digits: after it, the norm is that of the first core.
     pub fn norm(&self) -> f64 {
         let tt64: TtTensor<f64> = self.cast();
-        let cores = crate::round::right_orthogonalize(tt64.into_cores());
+        let cores = crate::orthogonalize::right_orthogonalize(tt64.into_cores());
         cores[0].iter().map(|v| v * v).sum::<f64>().sqrt()
     }
 

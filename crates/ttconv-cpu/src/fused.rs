@@ -1,4 +1,4 @@
-//! The fused factorized forward: the whole chain of DESIGN.md section 4 run on one tile at a
+//! The fused factorized forward: every step of the layer's factorized program run on one tile at a
 //! time, with every intermediate in a per-thread workspace that stays in L2.
 //!
 //! A tile is (batch item, slab of output rows along the first spatial axis). The chain's ops

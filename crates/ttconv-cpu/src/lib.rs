@@ -36,7 +36,7 @@ mod taps;
 mod test_support;
 mod weights;
 
-use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use ttconv::{AxisGeometry, Backend, FactorizedProgram, Result, StepWeights, output_spatial};
 
 pub use options::{CpuOptions, DenseAlgorithm};
@@ -146,6 +146,25 @@ impl Backend for CpuBackend {
 
     fn shape(&self, x: &ArrayD<f32>) -> Vec<usize> {
         x.shape().to_vec()
+    }
+
+    fn reshape(&self, x: ArrayD<f32>, shape: &[usize]) -> Result<ArrayD<f32>> {
+        let got = x.shape().to_vec();
+        let x = if x.is_standard_layout() {
+            x
+        } else {
+            x.as_standard_layout().into_owned()
+        };
+        x.into_shape_with_order(IxDyn(shape)).map_err(|_| {
+            check::shape(
+                "reshape",
+                format!(
+                    "{} elements (the new shape {shape:?})",
+                    shape.iter().product::<usize>()
+                ),
+                &got,
+            )
+        })
     }
 
     fn upload_weights(&self, w: ArrayViewD<'_, f32>) -> Result<CpuWeights> {
@@ -284,7 +303,7 @@ impl Backend for CpuBackend {
         &self,
         x: &ArrayD<f32>,
         gy: &ArrayD<f32>,
-    ) -> Result<Array2<f32>> {
+    ) -> Result<ArrayD<f32>> {
         let x = check::activation("contract_channels input", x, 0)?;
         let gy = check::activation("contract_channels output gradient", gy, 0)?;
         let (xs, gs) = (x.shape(), gy.shape());
@@ -295,7 +314,7 @@ impl Backend for CpuBackend {
                 gs,
             ));
         }
-        Ok(contract::weight_grad(check::flat(&x)?, check::flat(&gy)?))
+        Ok(contract::weight_grad(check::flat(&x)?, check::flat(&gy)?).into_dyn())
     }
 
     fn conv_along_grad_input(
@@ -342,7 +361,7 @@ impl Backend for CpuBackend {
         axis: usize,
         kernel: usize,
         geometry: AxisGeometry,
-    ) -> Result<Array3<f32>> {
+    ) -> Result<ArrayD<f32>> {
         let x = check::activation("conv_along input", x, 1)?;
         let gy = check::activation("conv_along output gradient", gy, 1)?;
         let (xs, gs) = (x.shape(), gy.shape());
@@ -358,11 +377,7 @@ impl Backend for CpuBackend {
             ));
         }
         let lines = lines(xs, axis, len_out, kernel, geometry);
-        Ok(conv_along::grad_weight(
-            check::flat(&x)?,
-            check::flat(&gy)?,
-            lines,
-        ))
+        Ok(conv_along::grad_weight(check::flat(&x)?, check::flat(&gy)?, lines).into_dyn())
     }
 
     fn conv_dense_grad_input(
@@ -433,7 +448,7 @@ impl Backend for CpuBackend {
         let gk = conv_dense::grad_weight(check::flat(&x)?, check::flat(&gy)?, &geo);
         let full = nd_shape(gs[1], xs[1], kernel_size);
         let got = gk.shape().to_vec();
-        gk.into_shape_with_order(ndarray::IxDyn(&full))
+        gk.into_shape_with_order(IxDyn(&full))
             .map_err(|_| shape("kernel gradient", format!("{full:?}"), &got))
     }
 
@@ -464,9 +479,9 @@ impl Backend for CpuBackend {
         Ok(y)
     }
 
-    fn bias_grad(&self, gy: &ArrayD<f32>) -> Result<Array1<f32>> {
+    fn bias_grad(&self, gy: &ArrayD<f32>) -> Result<ArrayD<f32>> {
         let gy = check::activation("bias output gradient", gy, 0)?;
-        Ok(contract::bias_grad(check::flat(&gy)?))
+        Ok(contract::bias_grad(check::flat(&gy)?).into_dyn())
     }
 
     /// The fused chain of `fused.rs` (tiles carried through every step of the program in a

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use ndarray::{Array, Array1, Array2, Array3, ArrayD, ArrayViewD, Dimension, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use ttconv::{AxisGeometry, Backend};
 
 use crate::device::Device;
@@ -106,13 +106,6 @@ impl CudaBackend {
         ArrayD::from_shape_vec(IxDyn(a.shape()), host)
             .map_err(|e| Error::Unsupported(format!("downloaded array has the wrong size: {e}")))
     }
-
-    /// Downloads an array whose number of axes is known (weight and bias gradients).
-    fn download_fixed<D: Dimension>(&self, a: &DeviceArray) -> Result<Array<f32, D>> {
-        self.download_array(a)?
-            .into_dimensionality::<D>()
-            .map_err(|e| Error::Unsupported(format!("gradient of shape {:?}: {e}", a.shape())))
-    }
 }
 
 impl Backend for CudaBackend {
@@ -137,6 +130,18 @@ impl Backend for CudaBackend {
 
     fn shape(&self, x: &CudaTensor) -> Vec<usize> {
         x.0.shape().to_vec()
+    }
+
+    fn reshape(&self, x: CudaTensor, shape: &[usize]) -> ttconv::Result<CudaTensor> {
+        let want: usize = shape.iter().product();
+        if want != x.0.len() {
+            return Err(ttconv::Error::Shape {
+                what: "reshape".into(),
+                expected: format!("{want} elements (the new shape {shape:?})"),
+                got: x.0.shape().to_vec(),
+            });
+        }
+        Ok(CudaTensor(x.0.reshape(shape.to_vec())))
     }
 
     fn upload_weights(&self, w: ArrayViewD<'_, f32>) -> ttconv::Result<CudaWeights> {
@@ -197,9 +202,8 @@ impl Backend for CudaBackend {
         &self,
         x: &CudaTensor,
         gy: &CudaTensor,
-    ) -> ttconv::Result<Array2<f32>> {
-        let g = self.contract_grad_weight_impl(&x.0, &gy.0);
-        self.wrap(g.and_then(|g| self.download_fixed(&g)))
+    ) -> ttconv::Result<CudaTensor> {
+        self.wrap(self.contract_grad_weight_impl(&x.0, &gy.0).map(CudaTensor))
     }
 
     fn conv_along_grad_input(
@@ -223,9 +227,9 @@ impl Backend for CudaBackend {
         axis: usize,
         kernel: usize,
         geometry: AxisGeometry,
-    ) -> ttconv::Result<Array3<f32>> {
+    ) -> ttconv::Result<CudaTensor> {
         let g = self.conv_along_grad_weight_impl(&x.0, &gy.0, axis, kernel, geometry);
-        self.wrap(g.and_then(|g| self.download_fixed(&g)))
+        self.wrap(g.map(CudaTensor))
     }
 
     fn conv_dense_grad_input(
@@ -247,10 +251,10 @@ impl Backend for CudaBackend {
         gy: &CudaTensor,
         kernel_size: &[usize],
         geometry: &[AxisGeometry],
-    ) -> ttconv::Result<ArrayD<f32>> {
+    ) -> ttconv::Result<CudaTensor> {
         self.wrap(
             self.conv_dense_grad_weight_impl(&x.0, &gy.0, kernel_size, geometry)
-                .and_then(|g| self.download_array(&g)),
+                .map(CudaTensor),
         )
     }
 
@@ -259,8 +263,7 @@ impl Backend for CudaBackend {
         self.wrap(r.map(|()| y))
     }
 
-    fn bias_grad(&self, gy: &CudaTensor) -> ttconv::Result<Array1<f32>> {
-        let g = self.bias_grad_impl(&gy.0);
-        self.wrap(g.and_then(|g| self.download_fixed(&g)))
+    fn bias_grad(&self, gy: &CudaTensor) -> ttconv::Result<CudaTensor> {
+        self.wrap(self.bias_grad_impl(&gy.0).map(CudaTensor))
     }
 }

@@ -91,8 +91,9 @@ fn primitives<B: Backend>(be: &B, p: &Problem) -> Vec<(&'static str, ArrayD<f32>
     let gx = be.contract_channels_grad_input(&gy, &wd).unwrap();
     out.push(("contract grad input", be.download(&gx).unwrap()));
     let gw = be.contract_channels_grad_weight(&xd, &gy).unwrap();
-    out.push(("contract grad weight", gw.into_dyn()));
-    out.push(("bias grad", be.bias_grad(&gy).unwrap().into_dyn()));
+    out.push(("contract grad weight", be.download(&gw).unwrap()));
+    let gb = be.bias_grad(&gy).unwrap();
+    out.push(("bias grad", be.download(&gb).unwrap()));
 
     if g.output_len(p.spatial[p.axis], k).is_some() {
         let y = be.conv_along(&xd, p.axis, &cd, g).unwrap();
@@ -103,7 +104,7 @@ fn primitives<B: Backend>(be: &B, p: &Problem) -> Vec<(&'static str, ArrayD<f32>
             .unwrap();
         out.push(("conv_along grad input", be.download(&gx).unwrap()));
         let gc = be.conv_along_grad_weight(&xd, &gy, p.axis, k, g).unwrap();
-        out.push(("conv_along grad core", gc.into_dyn()));
+        out.push(("conv_along grad core", be.download(&gc).unwrap()));
     }
 
     let y = be.conv_dense(&xd, &kd, Some(&bd), &p.geometry).unwrap();
@@ -116,7 +117,7 @@ fn primitives<B: Backend>(be: &B, p: &Problem) -> Vec<(&'static str, ArrayD<f32>
     let gk = be
         .conv_dense_grad_weight(&xd, &gy, &p.ksize, &p.geometry)
         .unwrap();
-    out.push(("conv_dense grad kernel", gk));
+    out.push(("conv_dense grad kernel", be.download(&gk).unwrap()));
     out
 }
 

@@ -148,9 +148,14 @@ fn contract_channels_forward_and_backward_match_oracle<B: Backend>(cuda: &B) {
                 TOL,
             );
             let got_gw = cuda.contract_channels_grad_weight(&xd, &gyd).unwrap();
-            assert_close("contract grad weight", &got_gw.into_dyn(), &gw, TOL);
+            assert_close(
+                "contract grad weight",
+                &cuda.download(&got_gw).unwrap(),
+                &gw,
+                TOL,
+            );
             let got_gb = cuda.bias_grad(&gyd).unwrap();
-            assert_close("bias grad", &got_gb.into_dyn(), &gb, TOL);
+            assert_close("bias grad", &cuda.download(&got_gb).unwrap(), &gb, TOL);
             Ok(())
         })
         .unwrap();
@@ -193,7 +198,12 @@ fn conv_along_forward_and_backward_match_oracle<B: Backend>(cuda: &B) {
                 TOL,
             );
             let got_gc = cuda.conv_along_grad_weight(&xd, &gyd, axis, k, g).unwrap();
-            assert_close("conv_along grad core", &got_gc.into_dyn(), &gcore, TOL);
+            assert_close(
+                "conv_along grad core",
+                &cuda.download(&got_gc).unwrap(),
+                &gcore,
+                TOL,
+            );
             Ok(())
         })
         .unwrap();
@@ -245,11 +255,16 @@ fn conv_dense_forward_and_backward_match_oracle<B: Backend>(cuda: &B) {
             let got_gk = cuda
                 .conv_dense_grad_weight(&xd, &gyd, &c.ksize, &c.geometry)
                 .unwrap();
-            assert_close("conv_dense grad kernel", &got_gk, &gk, TOL);
+            assert_close(
+                "conv_dense grad kernel",
+                &cuda.download(&got_gk).unwrap(),
+                &gk,
+                TOL,
+            );
             let got_gb = cuda.bias_grad(&gyd).unwrap();
             assert_close(
                 "conv_dense grad bias",
-                &got_gb.into_dyn(),
+                &cuda.download(&got_gb).unwrap(),
                 &gb.into_dyn(),
                 TOL,
             );
@@ -401,7 +416,12 @@ fn small_workspace_chunks_the_batch_with_the_same_results() {
         let got = be
             .conv_dense_grad_weight(&xd, &gyd, &[3, 2], &geometry)
             .unwrap();
-        assert_close(&format!("{name} grad kernel"), &got, &gk, TOL);
+        assert_close(
+            &format!("{name} grad kernel"),
+            &be.download(&got).unwrap(),
+            &gk,
+            TOL,
+        );
 
         let core = random(&[3, 3, 4], 4);
         let ya = ref_along(&x, 0, &core, g);
@@ -409,7 +429,12 @@ fn small_workspace_chunks_the_batch_with_the_same_results() {
         let gyad = be.upload(gya.view()).unwrap();
         let (_, gcore) = ref_along_grads(&x, 0, &core, g, &gya);
         let got = be.conv_along_grad_weight(&xd, &gyad, 0, 3, g).unwrap();
-        assert_close(&format!("{name} grad core"), &got.into_dyn(), &gcore, TOL);
+        assert_close(
+            &format!("{name} grad core"),
+            &be.download(&got).unwrap(),
+            &gcore,
+            TOL,
+        );
 
         let w = random(&[3, 4], 6);
         let yc = ref_contract(&x, &w, None);
@@ -417,7 +442,12 @@ fn small_workspace_chunks_the_batch_with_the_same_results() {
         let gycd = be.upload(gyc.view()).unwrap();
         let (_, gw, _) = ref_contract_grads(&x, &w, &gyc);
         let got = be.contract_channels_grad_weight(&xd, &gycd).unwrap();
-        assert_close(&format!("{name} grad weight"), &got.into_dyn(), &gw, TOL);
+        assert_close(
+            &format!("{name} grad weight"),
+            &be.download(&got).unwrap(),
+            &gw,
+            TOL,
+        );
     }
 }
 
@@ -473,7 +503,12 @@ fn order_four_dense_and_pointwise_paths_match_oracle<B: Backend>(cuda: &B) {
     let got = cuda
         .conv_dense_grad_weight(&xd, &gyd, &[1, 1, 1], &unit)
         .unwrap();
-    assert_close("pointwise grad kernel", &got, &gk, TOL);
+    assert_close(
+        "pointwise grad kernel",
+        &cuda.download(&got).unwrap(),
+        &gk,
+        TOL,
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //! fused version of the same steps as long as the result is the same. Backends never plan: the
 //! layer builds the program (with every step's shapes validated) and hands it over.
 
-use ndarray::{Array1, Array2, Array3, ArrayD, ArrayViewD};
+use ndarray::{ArrayD, ArrayViewD};
 
 use crate::cost::CostConstants;
 use crate::error::Result;
@@ -73,6 +73,10 @@ pub trait Backend: Send + Sync {
     /// The shape of a backend tensor.
     fn shape(&self, x: &Self::Tensor) -> Vec<usize>;
 
+    /// The same elements, row-major, under another shape with the same number of elements (a
+    /// change of metadata on backends whose tensors are contiguous).
+    fn reshape(&self, x: Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
+
     /// Uploads (and possibly repacks) a weight array once; its logical shape is kept.
     fn upload_weights(&self, w: ArrayViewD<'_, f32>) -> Result<Self::Weights>;
 
@@ -117,12 +121,13 @@ pub trait Backend: Send + Sync {
     ) -> Result<Self::Tensor>;
 
     /// Weight gradient of [`Self::contract_channels`]:
-    /// `gw[c, o] = sum_{b, D} x[b, c, D] * gy[b, o, D]`, shape `(c_in, c_out)`.
+    /// `gw[c, o] = sum_{b, D} x[b, c, D] * gy[b, o, D]`, a backend tensor of shape
+    /// `(c_in, c_out)` (gradients stay on the backend until the caller downloads them).
     fn contract_channels_grad_weight(
         &self,
         x: &Self::Tensor,
         gy: &Self::Tensor,
-    ) -> Result<Array2<f32>>;
+    ) -> Result<Self::Tensor>;
 
     /// Input gradient of [`Self::conv_along`] (a transposed 1-D convolution along `axis`):
     /// `gx[b, a, .., i, ..] = sum_{s, t, p : p * stride + t * dilation - pad_before = i} core[a, t, s] * gy[b, s, .., p, ..]`,
@@ -139,7 +144,7 @@ pub trait Backend: Send + Sync {
 
     /// Core gradient of [`Self::conv_along`]:
     /// `gcore[a, t, s] = sum_{b, p, other D} x[b, a, .., p * stride + t * dilation - pad_before, ..] * gy[b, s, .., p, ..]`,
-    /// shape `(r_in, kernel, r_out)`.
+    /// a backend tensor of shape `(r_in, kernel, r_out)`.
     fn conv_along_grad_weight(
         &self,
         x: &Self::Tensor,
@@ -147,7 +152,7 @@ pub trait Backend: Send + Sync {
         axis: usize,
         kernel: usize,
         geometry: AxisGeometry,
-    ) -> Result<Array3<f32>>;
+    ) -> Result<Self::Tensor>;
 
     /// Input gradient of [`Self::conv_dense`], with `input_spatial` the spatial shape of `x`.
     fn conv_dense_grad_input(
@@ -160,21 +165,21 @@ pub trait Backend: Send + Sync {
 
     /// Kernel gradient of [`Self::conv_dense`]:
     /// `gk[o, c, t] = sum_{b, p} x[b, c, p * stride + t * dilation - pad_before] * gy[b, o, p]`,
-    /// shape `(out, in, k_1..k_d)` with `kernel_size = (k_1..k_d)`.
+    /// a backend tensor of shape `(out, in, k_1..k_d)` with `kernel_size = (k_1..k_d)`.
     fn conv_dense_grad_weight(
         &self,
         x: &Self::Tensor,
         gy: &Self::Tensor,
         kernel_size: &[usize],
         geometry: &[AxisGeometry],
-    ) -> Result<ArrayD<f32>>;
+    ) -> Result<Self::Tensor>;
 
     /// Adds a bias to `y` (in place where the backend can): `y[b, o, D] += bias[o]`, `bias` of
     /// shape `(out,)`. Used where the last step of a chain is not a contraction (a merged tail).
     fn add_bias(&self, y: Self::Tensor, bias: &Self::Weights) -> Result<Self::Tensor>;
 
-    /// Bias gradient: `gb[o] = sum_{b, D} gy[b, o, D]`.
-    fn bias_grad(&self, gy: &Self::Tensor) -> Result<Array1<f32>>;
+    /// Bias gradient: `gb[o] = sum_{b, D} gy[b, o, D]`, a backend tensor of shape `(out,)`.
+    fn bias_grad(&self, gy: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// The factorized forward: runs the steps of `program` on `x` (shape
     /// [`FactorizedProgram::input_shape`]) with `weights[i]` the weight of step `i`, and returns

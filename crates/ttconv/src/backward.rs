@@ -5,7 +5,8 @@
 //!   reverse, each through its backward counterpart (GEMM transposes for the contractions, a
 //!   transposed 1-D convolution for the input gradient of each spatial step, the correlation of
 //!   the step's kept input with the gradient for its weight); the gradient of a merged end core is
-//!   split into the gradients of the two cores it was made of (see [`split_merged_gradient`]);
+//!   split on the backend into the gradients of the two cores it was made of. Every gradient
+//!   stays a backend tensor until the end of the call, then is downloaded once;
 //! - reconstructed: the dense kernel gradient `dL/dW` (a correlation of the input with `gy`), then
 //!   projected onto each core by contracting with the left and right partial products of the other
 //!   cores: `dL/dG_k[a, i, b] = sum_{p, q} L_k[p, a] dL/dT[p, i, q] R_k[b, q]`, where `T` is the
@@ -15,7 +16,7 @@
 //! Both give the same gradients up to rounding. A training context records which layer (and
 //! which state of its weights) ran the forward: a backward with another layer is an error.
 
-use ndarray::{Array1, Array2, Array3, ArrayD, ArrayView2, ArrayViewD, IxDyn};
+use ndarray::{Array1, Array3, ArrayD, ArrayViewD, IxDyn};
 
 use crate::backend::Backend;
 use crate::config::Implementation;
@@ -35,8 +36,8 @@ pub struct Gradients {
     pub bias: Option<Array1<f32>>,
 }
 
-/// The input gradient (when asked for) and the core gradients, before download.
-type InputAndCoreGrads<T> = (Option<T>, Vec<Array3<f32>>);
+/// The input gradient (when asked for) and the core gradients, on the backend.
+type InputAndCoreGrads<T> = (Option<T>, Vec<T>);
 
 /// What a training forward ([`PreparedTtConv::forward_train`]) keeps for the backward pass, tied
 /// to the layer (and the state of its weights) that ran it.
@@ -168,12 +169,26 @@ impl<B: Backend> PreparedTtConv<'_, B> {
             Some(_) => Some(backend.bias_grad(gy)?),
             None => None,
         };
+        // Every gradient stays on the backend until here: one download each, at the end.
         let (input, cores) = match &ctx.kept {
             Kept::Factorized { program, inputs } => {
-                self.factorized_backward(program, inputs, gy, input_grad)?
+                let (input, cores) = self.factorized_backward(program, inputs, gy, input_grad)?;
+                let shapes = self.layer().tt().cores().iter().map(Array3::dim);
+                let cores = cores
+                    .into_iter()
+                    .zip(shapes)
+                    .map(|(g, shape)| Ok(into_core(backend.download_owned(g)?, shape)))
+                    .collect::<Result<_>>()?;
+                (input, cores)
             }
             Kept::Reconstructed { input } => self.reconstructed_backward(input, gy, input_grad)?,
         };
+        let bias = bias
+            .map(|b| -> Result<Array1<f32>> {
+                let b = backend.download_owned(b)?;
+                Ok(Array1::from_iter(b.iter().copied()))
+            })
+            .transpose()?;
         Ok(Gradients {
             input: input.map(|t| backend.download_owned(t)).transpose()?,
             cores,
@@ -194,25 +209,22 @@ impl<B: Backend> PreparedTtConv<'_, B> {
         let weights = self.step_weights(program)?;
         let steps = program.steps();
         debug_assert_eq!(inputs.len(), steps.len(), "one kept input per step");
-        let mut grads = vec![Array3::<f32>::zeros((0, 0, 0)); self.layer().order() + 2];
+        let mut grads: Vec<Option<B::Tensor>> =
+            (0..self.layer().order() + 2).map(|_| None).collect();
         let mut g: Option<B::Tensor> = None;
         for (i, step) in steps.iter().enumerate().rev() {
             let upstream = g.as_ref().unwrap_or(gy);
             let z = &inputs[i];
             let w = weights.steps[i];
             let g_weight = match step.op {
-                StepOp::Contract => backend
-                    .contract_channels_grad_weight(z, upstream)?
-                    .into_dyn(),
+                StepOp::Contract => backend.contract_channels_grad_weight(z, upstream)?,
                 StepOp::ConvAlong {
                     axis,
                     kernel,
                     geometry,
-                } => backend
-                    .conv_along_grad_weight(z, upstream, axis, kernel, geometry)?
-                    .into_dyn(),
+                } => backend.conv_along_grad_weight(z, upstream, axis, kernel, geometry)?,
             };
-            self.assign_gradient(step.weight, g_weight, &mut grads);
+            self.assign_gradient(step.weight, g_weight, &mut grads)?;
             let g_input = if i > 0 || input_grad {
                 Some(match step.op {
                     StepOp::Contract => backend.contract_channels_grad_input(upstream, w)?,
@@ -226,26 +238,70 @@ impl<B: Backend> PreparedTtConv<'_, B> {
             };
             g = g_input;
         }
+        let grads = grads
+            .into_iter()
+            .map(|g| g.expect("every core is read by one step"))
+            .collect();
         Ok((if input_grad { g } else { None }, grads))
     }
 
-    /// Files the gradient of one step's weight under the cores it is made of.
-    fn assign_gradient(&self, weight: StepWeight, g: ArrayD<f32>, grads: &mut [Array3<f32>]) {
+    /// Files the gradient of one step's weight (a backend tensor) under the cores it is made of,
+    /// reshaped to the cores' shapes; a merged core's gradient is split on the backend.
+    fn assign_gradient(
+        &self,
+        weight: StepWeight,
+        g: B::Tensor,
+        grads: &mut [Option<B::Tensor>],
+    ) -> Result<()> {
+        let backend = self.backend();
         let d = self.layer().order();
         let cores = self.layer().tt().cores();
+        let as_core = |g, k: usize| backend.reshape(g, cores[k].shape());
         match weight {
-            StepWeight::First => grads[0] = into_core(g, cores[0].dim()),
-            StepWeight::Spatial(j) => grads[j + 1] = into_core(g, cores[j + 1].dim()),
-            StepWeight::Last => grads[d + 1] = into_core(g, cores[d + 1].dim()),
+            StepWeight::First => grads[0] = Some(as_core(g, 0)?),
+            StepWeight::Spatial(j) => grads[j + 1] = Some(g),
+            StepWeight::Last => grads[d + 1] = Some(as_core(g, d + 1)?),
             StepWeight::MergedHead => {
-                let (g0, g1) = split_merged_gradient(&cores[0], &cores[1], &g);
-                (grads[0], grads[1]) = (g0, g1);
+                let (g0, g1) =
+                    self.split_merged_gradient(0, g, &self.factorized_weights().first)?;
+                (grads[0], grads[1]) = (Some(g0), Some(g1));
             }
             StepWeight::MergedTail => {
-                let (gd, gl) = split_merged_gradient(&cores[d], &cores[d + 1], &g);
-                (grads[d], grads[d + 1]) = (gd, gl);
+                let gd = backend.upload_weights(unfold_left(&cores[d]).view())?;
+                let (gd, gl) = self.split_merged_gradient(d, g, &gd)?;
+                (grads[d], grads[d + 1]) = (Some(gd), Some(gl));
             }
         }
+        Ok(())
+    }
+
+    /// The gradients of neighbouring cores `A = G_k (p, n, r)` and `B = G_{k+1} (r, m, q)` from
+    /// that of their merged core `M`, with `M[(p n), (m q)] = A[(p n), r] B[r, (m q)]`
+    /// (the merged head `(in, k_1, r_2)` is `k = 0`, `p = 1`; the merged tail
+    /// `(r_d, k_d, out)` is `k = d`, `q = 1`): `dA = dM B^T` and `dB = A^T dM`, as two GEMMs on
+    /// the backend with `dM` viewed as a one-item activation `(1, p n, m q)`:
+    /// `dA` is the weight gradient of a contraction against `B` viewed as `(1, r, m q)`, `dB`
+    /// the contraction of `dM` with `A` as an `(p n, r)` weight (`a_weight`).
+    fn split_merged_gradient(
+        &self,
+        k: usize,
+        g_merged: B::Tensor,
+        a_weight: &B::Weights,
+    ) -> Result<(B::Tensor, B::Tensor)> {
+        let backend = self.backend();
+        let cores = self.layer().tt().cores();
+        let (a, b) = (&cores[k], &cores[k + 1]);
+        let (p, n, _) = a.dim();
+        let (r, m, q) = b.dim();
+        let gm = backend.reshape(g_merged, &[1, p * n, m * q])?;
+        let b_rows = b.to_shape(IxDyn(&[1, r, m * q])).expect("core sizes");
+        let b_rows = backend.upload(b_rows.view())?;
+        let ga = backend.contract_channels_grad_weight(&gm, &b_rows)?;
+        let gb = backend.contract_channels(&gm, a_weight, None)?;
+        Ok((
+            backend.reshape(ga, a.shape())?,
+            backend.reshape(gb, b.shape())?,
+        ))
     }
 
     fn reconstructed_backward(
@@ -253,12 +309,13 @@ impl<B: Backend> PreparedTtConv<'_, B> {
         x: &B::Tensor,
         gy: &B::Tensor,
         input_grad: bool,
-    ) -> Result<InputAndCoreGrads<B::Tensor>> {
+    ) -> Result<(Option<B::Tensor>, Vec<Array3<f32>>)> {
         let backend = self.backend();
         let layer = self.layer();
         let geometry = layer.geometry();
         let kernel_size = &layer.config().kernel_size;
         let g_kernel = backend.conv_dense_grad_weight(x, gy, kernel_size, geometry)?;
+        let g_kernel = backend.download_owned(g_kernel)?;
         let input = if input_grad {
             let spatial = backend.shape(x)[2..].to_vec();
             Some(backend.conv_dense_grad_input(gy, self.dense_kernel()?, geometry, &spatial)?)
@@ -281,33 +338,10 @@ fn project_onto_cores(layer: &TtConv, g_kernel: ArrayViewD<'_, f32>) -> Result<V
         .project_dense_gradient(g_kernel.permuted_axes(IxDyn(&perm)))?)
 }
 
-/// The gradients of two neighbouring cores `A (p, n, r)` and `B (r, m, q)` from that of their
-/// merged core `M (p, n, m, q)` (stored as the step's weight: `(n, m, q)` for the head, where
-/// `p = 1`, and `(p, n, m)` for the tail, where `q = 1`), with `M[(p n), (m q)] = A[(p n), r]
-/// B[r, (m q)]`: `dA = dM B^T` and `dB = A^T dM`, accumulated in f64 on the host.
-fn split_merged_gradient(
-    a: &Array3<f32>,
-    b: &Array3<f32>,
-    g_merged: &ArrayD<f32>,
-) -> (Array3<f32>, Array3<f32>) {
-    let (p, n, r) = a.dim();
-    let (_, m, q) = b.dim();
-    let as_f64 = |v: ArrayView2<'_, f32>| v.mapv(f64::from);
-    let am = as_f64(a.to_shape((p * n, r)).expect("core sizes").view());
-    let bm = as_f64(b.to_shape((r, m * q)).expect("core sizes").view());
-    let gm: Array2<f64> = Array2::from_shape_vec(
-        (p * n, m * q),
-        g_merged.iter().map(|&v| f64::from(v)).collect(),
-    )
-    .expect("a merged gradient has the merged core's size");
-    // `iter` walks the products in logical (row-major) order whatever layout `dot` chose.
-    let to_core = |g: Array2<f64>, shape| {
-        Array3::from_shape_vec(shape, g.iter().map(|&v| v as f32).collect()).expect("core sizes")
-    };
-    (
-        to_core(gm.dot(&bm.t()), (p, n, r)),
-        to_core(am.t().dot(&gm), (r, m, q)),
-    )
+/// A core `(p, n, r)` unfolded to the row-major matrix `(p n, r)`.
+fn unfold_left(core: &Array3<f32>) -> ndarray::CowArray<'_, f32, IxDyn> {
+    let (p, n, r) = core.dim();
+    core.to_shape(IxDyn(&[p * n, r])).expect("core sizes")
 }
 
 /// A gradient from the backend reshaped row-major to a core.

@@ -6,7 +6,7 @@
 //!   where `S_j` is the spatial size after spatial mode `j` (modes `<= j` at their output size,
 //!   the others at their input size), with the merged ends of the
 //!   [`crate::FactorizedProgram`] counted as the one convolution they become: the factorized
-//!   cost is the sum of the program's steps.
+//!   cost is computed by the program from its steps ([`crate::FactorizedProgram::cost`]).
 //!
 //! Bytes (f32) count the input and output once and every intermediate of the factorized chain
 //! twice (written, then read), as an unfused backend moves them.
@@ -14,7 +14,6 @@
 use crate::config::Implementation;
 use crate::error::Result;
 use crate::geometry::{AxisGeometry, output_spatial};
-use crate::program::FactorizedProgram;
 
 /// Work and traffic of one forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -90,11 +89,6 @@ pub(crate) struct LayerShape<'a> {
 fn prod(v: &[usize]) -> u64 {
     v.iter().map(|&x| x as u64).product()
 }
-/// Cost of the factorized forward: the sum of its [`FactorizedProgram`]'s steps.
-pub(crate) fn factorized_cost(s: &LayerShape<'_>) -> Result<Cost> {
-    Ok(FactorizedProgram::new(s, false)?.cost())
-}
-
 /// Cost of the reconstructed (dense) forward, kernel already reconstructed.
 pub(crate) fn dense_cost(s: &LayerShape<'_>) -> Result<Cost> {
     let out_sp = output_spatial(s.input_spatial, s.kernel_size, s.geometry)?;
@@ -109,34 +103,24 @@ pub(crate) fn dense_cost(s: &LayerShape<'_>) -> Result<Cost> {
     })
 }
 
-/// Cost of `implementation`; `Auto` is resolved first with [`choose_implementation`].
-pub(crate) fn cost(
-    s: &LayerShape<'_>,
-    implementation: Implementation,
-    constants: &CostConstants,
-) -> Result<Cost> {
-    match choose_implementation(s, implementation, constants)? {
-        Implementation::Reconstructed => dense_cost(s),
-        _ => factorized_cost(s),
-    }
-}
-
-/// Resolves `Auto` to the implementation with the lower modelled time; others pass through.
+/// Resolves `Auto` to the implementation with the lower modelled time under `constants`, given
+/// the factorized cost (its [`crate::FactorizedProgram`]'s) and the dense one; others pass through.
 pub(crate) fn choose_implementation(
-    s: &LayerShape<'_>,
+    factorized: &Cost,
+    dense: &Cost,
     implementation: Implementation,
     constants: &CostConstants,
-) -> Result<Implementation> {
+) -> Implementation {
     if implementation != Implementation::Auto {
-        return Ok(implementation);
+        return implementation;
     }
-    let f = constants.seconds(&factorized_cost(s)?, Implementation::Factorized);
-    let r = constants.seconds(&dense_cost(s)?, Implementation::Reconstructed);
-    Ok(if f <= r {
+    let f = constants.seconds(factorized, Implementation::Factorized);
+    let r = constants.seconds(dense, Implementation::Reconstructed);
+    if f <= r {
         Implementation::Factorized
     } else {
         Implementation::Reconstructed
-    })
+    }
 }
 
 #[cfg(test)]
@@ -144,7 +128,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn matches_the_formulas_by_hand() {
+    fn dense_cost_matches_the_formula_by_hand() {
         let g = [AxisGeometry {
             stride: 2,
             dilation: 1,
@@ -160,41 +144,30 @@ mod tests {
             input_spatial: &[8, 10],
             geometry: &g,
         };
-        // output 4 x 5; ranks below the channel counts: nothing merged
-        let p = FactorizedProgram::new(&s, false).unwrap();
-        assert!(!p.merges_head() && !p.merges_tail());
-        let f = factorized_cost(&s).unwrap();
-        let expect = 2 * (80 * 4 * 2 + (4 * 10) * 2 * 3 * 3 + (4 * 5) * 3 * 3 * 2 + 20 * 2 * 6);
-        assert_eq!(f.macs, expect as u64);
+        // output 4 x 5
         let d = dense_cost(&s).unwrap();
         assert_eq!(d.macs, (2 * 20 * 6 * 4 * 9) as u64);
+        assert_eq!(d.bytes, 4 * (2 * 20 * 6 + 2 * 80 * 4 + 6 * 4 * 9));
     }
 
     #[test]
-    fn oversized_ranks_merge_the_ends() {
-        // TensorLy's 'same' ranks on (256, 3, 3, 256): (1, 921, 21, 921, 1).
-        let g = [AxisGeometry {
-            stride: 1,
-            dilation: 1,
-            pad_before: 1,
-            pad_after: 1,
-        }; 2];
-        let s = LayerShape {
-            batch: 8,
-            in_channels: 256,
-            out_channels: 256,
-            kernel_size: &[3, 3],
-            ranks: &[1, 921, 21, 921, 1],
-            input_spatial: &[14, 14],
-            geometry: &g,
+    fn auto_picks_the_cheaper_and_others_pass_through() {
+        let c = CostConstants::default();
+        let small = Cost { macs: 1, bytes: 4 };
+        let big = Cost {
+            macs: 1_000_000_000,
+            bytes: 4,
         };
-        let p = FactorizedProgram::new(&s, false).unwrap();
-        assert!(p.merges_head() && p.merges_tail());
-        let f = factorized_cost(&s).unwrap();
-        assert_eq!(f.macs, 8 * 196 * (256 * 3 * 21 + 21 * 3 * 256));
+        let auto = Implementation::Auto;
         assert_eq!(
-            choose_implementation(&s, Implementation::Auto, &CostConstants::default()).unwrap(),
+            choose_implementation(&small, &big, auto, &c),
             Implementation::Factorized
         );
+        assert_eq!(
+            choose_implementation(&big, &small, auto, &c),
+            Implementation::Reconstructed
+        );
+        let fixed = Implementation::Factorized;
+        assert_eq!(choose_implementation(&big, &small, fixed, &c), fixed);
     }
 }

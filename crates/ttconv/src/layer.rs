@@ -431,25 +431,34 @@ impl TtConv {
         implementation: Implementation,
         constants: &CostConstants,
     ) -> Result<Implementation> {
-        self.output_shape(input_shape)?;
-        let ranks = self.ranks();
-        cost::choose_implementation(
-            &self.layer_shape(input_shape, &ranks),
+        let (factorized, dense) = self.costs(input_shape)?;
+        Ok(cost::choose_implementation(
+            &factorized,
+            &dense,
             implementation,
             constants,
-        )
+        ))
     }
 
     /// Modelled work and traffic of a forward on `input_shape` with `implementation` (`Auto`
     /// resolved with the default constants). `flops()` of the result is `2 * macs`.
     pub fn flops(&self, input_shape: &[usize], implementation: Implementation) -> Result<Cost> {
-        self.output_shape(input_shape)?;
-        let ranks = self.ranks();
-        cost::cost(
-            &self.layer_shape(input_shape, &ranks),
-            implementation,
-            &CostConstants::default(),
+        let (factorized, dense) = self.costs(input_shape)?;
+        let constants = CostConstants::default();
+        Ok(
+            match cost::choose_implementation(&factorized, &dense, implementation, &constants) {
+                Implementation::Reconstructed => dense,
+                _ => factorized,
+            },
         )
+    }
+
+    /// The factorized cost (the program's) and the dense cost of a forward on `input_shape`.
+    fn costs(&self, input_shape: &[usize]) -> Result<(Cost, Cost)> {
+        let factorized = self.program(input_shape)?.cost();
+        let ranks = self.ranks();
+        let dense = cost::dense_cost(&self.layer_shape(input_shape, &ranks))?;
+        Ok((factorized, dense))
     }
 
     /// The factorized program for an input `(batch, in, D_1..D_d)`: the steps of the chain

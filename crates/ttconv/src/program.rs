@@ -414,6 +414,30 @@ mod tests {
     }
 
     #[test]
+    fn cost_matches_the_formula_by_hand() {
+        let g = [AxisGeometry {
+            stride: 2,
+            dilation: 1,
+            pad_before: 1,
+            pad_after: 1,
+        }; 2];
+        let s = LayerShape {
+            batch: 2,
+            in_channels: 4,
+            out_channels: 6,
+            kernel_size: &[3, 3],
+            ranks: &[1, 2, 3, 2, 1],
+            input_spatial: &[8, 10],
+            geometry: &g,
+        };
+        // output 4 x 5; ranks below the channel counts: nothing merged
+        let p = FactorizedProgram::new(&s, false).unwrap();
+        assert!(!p.merges_head() && !p.merges_tail());
+        let expect = 2 * (80 * 4 * 2 + (4 * 10) * 2 * 3 * 3 + (4 * 5) * 3 * 3 * 2 + 20 * 2 * 6);
+        assert_eq!(p.cost().macs, expect as u64);
+    }
+
+    #[test]
     fn same_ranks_merge_both_ends() {
         // TensorLy's 'same' ranks on (256, 3, 3, 256): (1, 921, 21, 921, 1).
         let g = [AxisGeometry {
