@@ -36,8 +36,9 @@ pub struct Gradients {
     pub bias: Option<Array1<f32>>,
 }
 
-/// The input gradient (when asked for) and the core gradients, on the backend.
-type InputAndCoreGrads<T> = (Option<T>, Vec<T>);
+/// The input gradient (when asked for, on the backend) and the core gradients (on the backend
+/// for the factorized backward, `C = T`; on the host for the reconstructed one).
+type InputAndCoreGrads<T, C = T> = (Option<T>, Vec<C>);
 
 /// What a training forward ([`PreparedTtConv::forward_train`]) keeps for the backward pass, tied
 /// to the layer (and the state of its weights) that ran it.
@@ -309,7 +310,7 @@ impl<B: Backend> PreparedTtConv<'_, B> {
         x: &B::Tensor,
         gy: &B::Tensor,
         input_grad: bool,
-    ) -> Result<(Option<B::Tensor>, Vec<Array3<f32>>)> {
+    ) -> Result<InputAndCoreGrads<B::Tensor, Array3<f32>>> {
         let backend = self.backend();
         let layer = self.layer();
         let geometry = layer.geometry();
