@@ -125,3 +125,44 @@ proptest! {
         }
     }
 }
+
+/// A training context is tied to the layer (and the state of its weights) whose forward made it:
+/// another layer's backward refuses it instead of returning wrong-shaped or wrong gradients.
+#[test]
+fn training_context_of_another_layer_is_refused() {
+    let cpu = CpuBackend::new();
+    let config = |rank| {
+        TtConvConfig::new(3, 5, vec![3])
+            .padding(1)
+            .rank(RankSpec::Uniform(rank))
+    };
+    let (a, b, b_same_ranks) = (
+        TtConv::new(config(2)).unwrap(),
+        TtConv::new(config(5)).unwrap(),
+        TtConv::new(config(2)).unwrap(),
+    );
+    let x = ArrayD::<f32>::ones(IxDyn(&[1, 3, 7]));
+    let pa = a.prepare(&cpu).unwrap();
+    for implementation in [Implementation::Factorized, Implementation::Reconstructed] {
+        let (y, ctx) = pa.forward_train(x.clone(), implementation).unwrap();
+        for other in [&b, &b_same_ranks] {
+            let prepared = other.prepare(&cpu).unwrap();
+            assert!(matches!(
+                prepared.backward(&ctx, &y, true),
+                Err(Error::State(_))
+            ));
+        }
+        assert!(pa.backward(&ctx, &y, true).is_ok());
+    }
+    // The same layer after its weights changed: the old context is stale.
+    let mut c = a.clone();
+    let (y, ctx) = {
+        let pc = c.prepare(&cpu).unwrap();
+        pc.forward_train(x.clone(), Implementation::Factorized)
+            .unwrap()
+    };
+    let cores = c.tt().cores().to_vec();
+    c.set_cores(cores).unwrap();
+    let pc = c.prepare(&cpu).unwrap();
+    assert!(matches!(pc.backward(&ctx, &y, true), Err(Error::State(_))));
+}

@@ -60,6 +60,18 @@ impl<T: Scalar> TtTensor<T> {
                 });
             }
         }
+        // Cores are kept row-major whatever layout they came in (Fortran order, a transposed
+        // view turned owned, ...): every algorithm and every consumer may then take flat slices.
+        let cores = cores
+            .into_iter()
+            .map(|c| {
+                if c.is_standard_layout() {
+                    c
+                } else {
+                    c.as_standard_layout().into_owned()
+                }
+            })
+            .collect();
         Ok(Self { cores })
     }
 

@@ -69,6 +69,19 @@ impl AxisGeometry {
         input_len: usize,
         kernel: usize,
     ) -> Result<usize> {
+        let zero = |field: &'static str, what: &str| Error::Config {
+            field,
+            reason: format!("spatial mode {mode}: {what} must be at least 1, got 0"),
+        };
+        if kernel == 0 {
+            return Err(zero("kernel_size", "the kernel size"));
+        }
+        if self.stride == 0 {
+            return Err(zero("stride", "the stride"));
+        }
+        if self.dilation == 0 {
+            return Err(zero("dilation", "the dilation"));
+        }
         self.output_len(input_len, kernel)
             .ok_or(Error::EmptyOutput {
                 mode,
@@ -115,5 +128,10 @@ mod tests {
         assert_eq!(AxisGeometry::UNIT.output_len(3, 4), None);
         assert_eq!(AxisGeometry::UNIT.output_len(4, 4), Some(1));
         assert!(AxisGeometry::UNIT.checked_output_len(1, 2, 3).is_err());
+        // A zero kernel is named as such, not as a span that does not fit.
+        match AxisGeometry::UNIT.checked_output_len(0, 5, 0) {
+            Err(Error::Config { field, .. }) => assert_eq!(field, "kernel_size"),
+            other => panic!("expected a kernel_size error, got {other:?}"),
+        }
     }
 }

@@ -47,6 +47,8 @@ pub struct TtConv {
     dense: OnceLock<ArrayD<f32>>,
     /// Identity of this layer and the state of its weights (see [`TtConv::stamp`]).
     stamp: u64,
+    /// Identity of this layer, kept across weight changes (see [`TtConv::id`]).
+    id: u64,
 }
 
 /// Source of [`TtConv::stamp`] values.
@@ -66,6 +68,7 @@ impl Clone for TtConv {
             bias: self.bias.clone(),
             dense: OnceLock::new(),
             stamp: new_stamp(),
+            id: new_stamp(),
         }
     }
 }
@@ -85,6 +88,7 @@ impl TtConv {
             bias,
             dense: OnceLock::new(),
             stamp: new_stamp(),
+            id: new_stamp(),
         })
     }
 
@@ -153,6 +157,12 @@ impl TtConv {
     /// record it so that a backward refuses a context made by another layer.
     pub fn stamp(&self) -> u64 {
         self.stamp
+    }
+
+    /// A value unique to this layer object, kept while its weights change (a clone gets its
+    /// own). Optimisers record it so that their state is never applied to another layer.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Marks a change of weights or configuration: cached results are dropped.
@@ -270,8 +280,12 @@ impl TtConv {
         (self.tt.clone(), self.bias.clone())
     }
 
-    /// Replaces the cores in place (e.g. after an optimiser step); shapes must not change.
+    /// Replaces the cores in place (e.g. after an optimiser step); shapes must not change and
+    /// every value must be finite (the layer is unchanged on an error).
     pub fn set_cores(&mut self, cores: Vec<Array3<f32>>) -> Result<()> {
+        for (k, core) in cores.iter().enumerate() {
+            check_finite(&format!("core {k}"), core.iter().copied())?;
+        }
         let tt = TtTensor::new(cores)?;
         if tt.ranks() != self.tt.ranks() || tt.shape() != self.tt.shape() {
             return Err(Error::Shape {
@@ -285,10 +299,12 @@ impl TtConv {
         Ok(())
     }
 
-    /// Replaces the bias values in place; its length must not change.
+    /// Replaces the bias values in place; its length must not change and every value must be
+    /// finite (the layer is unchanged on an error).
     pub fn set_bias(&mut self, bias: Array1<f32>) -> Result<()> {
         match &self.bias {
             Some(b) if b.len() == bias.len() => {
+                check_finite("bias", bias.iter().copied())?;
                 self.bias = Some(bias);
                 self.weights_changed();
                 Ok(())
