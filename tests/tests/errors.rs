@@ -166,3 +166,38 @@ fn training_context_of_another_layer_is_refused() {
     let pc = c.prepare(&cpu).unwrap();
     assert!(matches!(pc.backward(&ctx, &y, true), Err(Error::State(_))));
 }
+
+/// Sizes that overflow `usize` or `u64` give typed errors, not wrapped (wrong) answers.
+#[test]
+fn overflowing_geometry_and_costs_are_errors() {
+    let cpu = CpuBackend::new();
+    // Dilation usize::MAX, kernel 2, no padding: the dilated kernel fits in no input.
+    let layer = TtConv::new(TtConvConfig::new(10, 2, vec![2]).dilation(usize::MAX)).unwrap();
+    let x = ArrayD::<f32>::ones(IxDyn(&[1, 10, 4]));
+    assert!(matches!(
+        layer.forward(&cpu, x.view()),
+        Err(Error::EmptyOutput { .. })
+    ));
+    // 'same' padding with a dilation whose total padding overflows.
+    let same = TtConvConfig::new(2, 2, vec![3])
+        .padding(Padding::Same)
+        .dilation(1usize << 63);
+    assert!(matches!(
+        TtConv::new(same),
+        Err(Error::Config {
+            field: "padding",
+            ..
+        })
+    ));
+    // A batch so large that the modelled work does not fit in u64 (no data is allocated).
+    let layer = TtConv::new(TtConvConfig::new(64, 64, vec![3, 3]).padding(1)).unwrap();
+    let shape = [1usize << 40, 64, 1 << 12, 1 << 12];
+    assert!(matches!(
+        layer.flops(&shape, Implementation::Factorized),
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(matches!(
+        layer.flops(&shape, Implementation::Reconstructed),
+        Err(Error::TooLarge { .. })
+    ));
+}

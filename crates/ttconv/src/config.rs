@@ -142,14 +142,20 @@ impl Padding {
                         ),
                     });
                 }
-                Ok(kernel
+                kernel
                     .iter()
                     .zip(dilation)
-                    .map(|(&k, &d)| {
-                        let total = d * (k.max(1) - 1);
-                        (total / 2, total - total / 2)
+                    .enumerate()
+                    .map(|(mode, (&k, &d))| {
+                        let total = d.checked_mul(k.max(1) - 1).ok_or_else(|| Error::Config {
+                            field: "padding",
+                            reason: format!(
+                                "padding 'same' on mode {mode}: dilation {d} * (kernel {k} - 1) overflows usize"
+                            ),
+                        })?;
+                        Ok((total / 2, total - total / 2))
                     })
-                    .collect())
+                    .collect()
             }
         }
     }

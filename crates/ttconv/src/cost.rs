@@ -12,7 +12,7 @@
 //! twice (written, then read), as an unfused backend moves them.
 
 use crate::config::Implementation;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::geometry::{AxisGeometry, output_spatial};
 
 /// Work and traffic of one forward pass.
@@ -86,21 +86,28 @@ pub(crate) struct LayerShape<'a> {
     pub(crate) geometry: &'a [AxisGeometry],
 }
 
-fn prod(v: &[usize]) -> u64 {
-    v.iter().map(|&x| x as u64).product()
+fn prod(v: &[usize]) -> u128 {
+    v.iter().fold(1u128, |a, &x| a.saturating_mul(x as u128))
 }
 /// Cost of the reconstructed (dense) forward, kernel already reconstructed.
+/// Counted in `u128` (saturating) and refused when it exceeds `u64`.
 pub(crate) fn dense_cost(s: &LayerShape<'_>) -> Result<Cost> {
     let out_sp = output_spatial(s.input_spatial, s.kernel_size, s.geometry)?;
-    let b = s.batch as u64;
-    let (cin, cout) = (s.in_channels as u64, s.out_channels as u64);
-    let y = b * prod(&out_sp) * cout;
-    let x = b * prod(s.input_spatial) * cin;
-    let kernel = cout * cin * prod(s.kernel_size);
-    Ok(Cost {
-        macs: y * cin * prod(s.kernel_size),
-        bytes: 4 * (x + y + kernel),
-    })
+    let b = s.batch as u128;
+    let (cin, cout) = (s.in_channels as u128, s.out_channels as u128);
+    let y = b.saturating_mul(prod(&out_sp)).saturating_mul(cout);
+    let x = b.saturating_mul(prod(s.input_spatial)).saturating_mul(cin);
+    let taps = prod(s.kernel_size);
+    let kernel = cout.saturating_mul(cin).saturating_mul(taps);
+    let macs = y.saturating_mul(cin).saturating_mul(taps);
+    let bytes = x.saturating_add(y).saturating_add(kernel).saturating_mul(4);
+    match (u64::try_from(macs), u64::try_from(bytes)) {
+        (Ok(macs), Ok(bytes)) => Ok(Cost { macs, bytes }),
+        _ => Err(Error::TooLarge {
+            what: "dense forward".into(),
+            detail: format!("{macs} multiply-adds and {bytes} bytes do not fit in u64"),
+        }),
+    }
 }
 
 /// Resolves `Auto` to the implementation with the lower modelled time under `constants`, given

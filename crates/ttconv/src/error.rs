@@ -55,9 +55,19 @@ pub enum Error {
         /// Its position in row-major order.
         index: usize,
     },
-    /// A layer operation was called before the layer held weights of the right kind.
+    /// A layer operation was called before the layer held weights of the right kind, or with
+    /// state (a training context, an optimiser) that belongs to another layer.
     #[error("{0}")]
     State(String),
+    /// A size or an amount of work does not fit in the machine's integers (or over a documented
+    /// limit): nothing was allocated.
+    #[error("{what} is too large: {detail}")]
+    TooLarge {
+        /// What was being sized (e.g. `"spatial mode 0: input plus padding"`).
+        what: String,
+        /// The numbers involved.
+        detail: String,
+    },
     /// An error of the TT algorithms (rank resolution, TT-SVD, invalid cores).
     #[error(transparent)]
     Tt(#[from] tt_core::Error),

@@ -46,14 +46,25 @@ impl AxisGeometry {
     };
 
     /// The extent `dilation * (kernel - 1) + 1` covered by a kernel of `kernel` taps.
+    /// Saturates at `usize::MAX` (a span that large fits in no input).
     pub fn span(&self, kernel: usize) -> usize {
-        self.dilation * (kernel.max(1) - 1) + 1
+        self.dilation
+            .saturating_mul(kernel.max(1) - 1)
+            .saturating_add(1)
+    }
+
+    /// `input_len + pad_before + pad_after`, `None` when it overflows `usize`.
+    pub fn padded_len(&self, input_len: usize) -> Option<usize> {
+        input_len
+            .checked_add(self.pad_before)?
+            .checked_add(self.pad_after)
     }
 
     /// Output length for an input of `input_len` and a kernel of `kernel` taps, `None` when the
-    /// dilated kernel does not fit in the padded input (no output position).
+    /// dilated kernel does not fit in the padded input (no output position) or the padded length
+    /// overflows `usize`.
     pub fn output_len(&self, input_len: usize, kernel: usize) -> Option<usize> {
-        let padded = input_len + self.pad_before + self.pad_after;
+        let padded = self.padded_len(input_len)?;
         let span = self.span(kernel);
         if kernel == 0 || self.stride == 0 || span > padded {
             None
@@ -82,6 +93,15 @@ impl AxisGeometry {
         if self.dilation == 0 {
             return Err(zero("dilation", "the dilation"));
         }
+        if self.padded_len(input_len).is_none() {
+            return Err(Error::TooLarge {
+                what: format!("spatial mode {mode}: input plus padding"),
+                detail: format!(
+                    "{input_len} + {} + {} overflows usize",
+                    self.pad_before, self.pad_after
+                ),
+            });
+        }
         self.output_len(input_len, kernel)
             .ok_or(Error::EmptyOutput {
                 mode,
@@ -91,7 +111,9 @@ impl AxisGeometry {
                 kernel,
                 dilation: self.dilation,
                 span: self.span(kernel),
-                padded: input_len + self.pad_before + self.pad_after,
+                padded: input_len
+                    .saturating_add(self.pad_before)
+                    .saturating_add(self.pad_after),
             })
     }
 }
@@ -127,6 +149,18 @@ mod tests {
         assert_eq!(g.output_len(10, 3), Some(5));
         assert_eq!(AxisGeometry::UNIT.output_len(3, 4), None);
         assert_eq!(AxisGeometry::UNIT.output_len(4, 4), Some(1));
+        // Huge dilations give no output (not a wrapped span); huge paddings are an error.
+        let wide = AxisGeometry::symmetric(1, 0, usize::MAX);
+        assert_eq!(wide.output_len(4, 2), None);
+        assert!(matches!(
+            wide.checked_output_len(0, 4, 2),
+            Err(Error::EmptyOutput { .. })
+        ));
+        let padded = AxisGeometry::symmetric(1, usize::MAX / 2 + 1, 1);
+        assert!(matches!(
+            padded.checked_output_len(0, 4, 3),
+            Err(Error::TooLarge { .. })
+        ));
         assert!(AxisGeometry::UNIT.checked_output_len(1, 2, 3).is_err());
         // A zero kernel is named as such, not as a span that does not fit.
         match AxisGeometry::UNIT.checked_output_len(0, 5, 0) {

@@ -142,7 +142,7 @@ pub struct StepWeights<'a, B: Backend + ?Sized> {
 pub struct FactorizedProgram {
     steps: Vec<Step>,
     ranks: Vec<usize>,
-    param_count: u64,
+    cost: Cost,
 }
 
 impl FactorizedProgram {
@@ -205,20 +205,21 @@ impl FactorizedProgram {
         if bias {
             steps.last_mut().expect("at least one step").adds_bias = true;
         }
-        let param_count = (0..d + 2)
+        let params: u128 = (0..d + 2)
             .map(|i| {
                 let n = match i {
                     0 => s.in_channels,
                     i if i == d + 1 => s.out_channels,
                     i => s.kernel_size[i - 1],
                 };
-                (s.ranks[i] * n * s.ranks[i + 1]) as u64
+                s.ranks[i] as u128 * n as u128 * s.ranks[i + 1] as u128
             })
             .sum();
+        let cost = program_cost(&steps, params)?;
         Ok(Self {
             steps,
             ranks: s.ranks.to_vec(),
-            param_count,
+            cost,
         })
     }
 
@@ -256,17 +257,7 @@ impl FactorizedProgram {
     /// once in main memory (an unfused backend): input, output and weights once, each
     /// intermediate twice.
     pub fn cost(&self) -> Cost {
-        let macs = self.steps.iter().map(Step::macs).sum();
-        let inter: u64 = self.steps[..self.steps.len() - 1]
-            .iter()
-            .map(|s| product(&s.output_shape))
-            .sum();
-        let x = product(self.input_shape());
-        let y = product(self.output_shape());
-        Cost {
-            macs,
-            bytes: 4 * (x + 2 * inter + y + self.param_count),
-        }
+        self.cost
     }
 
     /// Runs step `i` through the backend's primitives on its input `x` (the bench times the
@@ -364,6 +355,42 @@ fn merges(s: &LayerShape<'_>, out_sp: &[usize]) -> (bool, bool) {
 
 fn product(v: &[usize]) -> u64 {
     v.iter().map(|&x| x as u64).product()
+}
+
+/// The cost of `steps` with `params` weights, counted in `u128` (products of `usize` sizes
+/// cannot overflow it for the few factors involved) and refused when it exceeds `u64`.
+fn program_cost(steps: &[Step], params: u128) -> Result<Cost> {
+    let prod = |v: &[usize]| v.iter().fold(1u128, |a, &x| a.saturating_mul(x as u128));
+    let macs = steps.iter().fold(0u128, |acc, s| {
+        let taps = match s.op {
+            StepOp::Contract => 1,
+            StepOp::ConvAlong { kernel, .. } => kernel as u128,
+        };
+        let step = prod(&s.output_shape)
+            .saturating_mul(s.input_shape[1] as u128)
+            .saturating_mul(taps);
+        acc.saturating_add(step)
+    });
+    let inter = steps[..steps.len() - 1]
+        .iter()
+        .fold(0u128, |a, s| a.saturating_add(prod(&s.output_shape)));
+    let x = prod(&steps[0].input_shape);
+    let y = prod(&steps[steps.len() - 1].output_shape);
+    let floats = x
+        .saturating_add(inter.saturating_mul(2))
+        .saturating_add(y)
+        .saturating_add(params);
+    let bytes = floats.saturating_mul(4);
+    match (u64::try_from(macs), u64::try_from(bytes)) {
+        (Ok(macs), Ok(bytes)) => Ok(Cost { macs, bytes }),
+        _ => Err(Error::TooLarge {
+            what: "factorized forward".into(),
+            detail: format!(
+                "{macs} multiply-adds and {bytes} bytes for input {:?} do not fit in u64",
+                steps[0].input_shape
+            ),
+        }),
+    }
 }
 
 #[cfg(test)]
