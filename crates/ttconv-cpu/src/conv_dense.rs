@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use ndarray::{Array2, Array3, ArrayView1, ArrayView2, ArrayView3, Axis, s};
 use rayon::prelude::*;
-use ttconv::AxisGeometry;
+use ttconv::{AxisGeometry, Result, output_spatial};
 
 use crate::contract::{channel_gemm, weight_grad};
 use crate::gemm::{GEMM_TILE, gemm, tile_aligned};
@@ -30,6 +30,52 @@ use crate::taps::{row_major_taps, tap_offset, valid_outputs};
 
 /// Fewest output positions per im2col block, however many rows (keeps the GEMMs wide).
 const MIN_BLOCK_COLS: usize = 32;
+
+/// The sizes of one dense convolution, validated once by the backend's entry points: an input
+/// `(B, cin, in_spatial)`, kernel sizes and per-axis geometry (all of length `d >= 1`), and the
+/// output spatial shape they give. Every dense algorithm ([`Dense`], `RowIm2col`, `Direct`)
+/// plans from this one value.
+#[derive(Clone, Debug)]
+pub(crate) struct DenseShape {
+    /// Input channels.
+    pub(crate) cin: usize,
+    /// Input spatial shape.
+    pub(crate) in_spatial: Vec<usize>,
+    /// Output spatial shape.
+    pub(crate) out_spatial: Vec<usize>,
+    /// Kernel size per axis.
+    pub(crate) kernel: Vec<usize>,
+    /// Stride, dilation and padding per axis.
+    pub(crate) geometry: Vec<AxisGeometry>,
+}
+
+impl DenseShape {
+    /// Checks that the lengths agree and the geometry is valid, and computes the output shape.
+    pub(crate) fn new(
+        cin: usize,
+        in_spatial: &[usize],
+        kernel: &[usize],
+        geometry: &[AxisGeometry],
+    ) -> Result<Self> {
+        let d = geometry.len();
+        if d == 0 || in_spatial.len() != d || kernel.len() != d {
+            return Err(crate::check::shape(
+                "conv_dense",
+                format!("{d} >= 1 spatial axes in the input, the kernel and the geometry"),
+                &[in_spatial.len(), kernel.len(), d],
+            ));
+        }
+        crate::check::geometry(geometry)?;
+        let out_spatial = output_spatial(in_spatial, kernel, geometry)?;
+        Ok(Self {
+            cin,
+            in_spatial: in_spatial.to_vec(),
+            out_spatial,
+            kernel: kernel.to_vec(),
+            geometry: geometry.to_vec(),
+        })
+    }
+}
 
 /// The geometry of one dense convolution, with the tables im2col needs.
 #[derive(Debug)]
@@ -65,15 +111,10 @@ struct Run {
 }
 
 impl Dense {
-    /// Tables for an input `(B, cin, in_spatial)` convolved with kernel sizes `kernel` and
-    /// per-axis `geometry` giving `out_spatial` (all three of length `d >= 1`).
-    pub(crate) fn new(
-        cin: usize,
-        in_spatial: &[usize],
-        out_spatial: &[usize],
-        kernel: &[usize],
-        geometry: &[AxisGeometry],
-    ) -> Self {
+    /// Tables for the convolution of `shape`.
+    pub(crate) fn new(shape: &DenseShape) -> Self {
+        let (cin, in_spatial, out_spatial) = (shape.cin, &shape.in_spatial, &shape.out_spatial);
+        let (kernel, geometry) = (&shape.kernel, &shape.geometry);
         let d = in_spatial.len();
         let taps: usize = kernel.iter().product();
         let mut in_strides = vec![1usize; d];

@@ -30,8 +30,8 @@ use std::ops::Range;
 
 use ndarray::{Array3, ArrayView1, ArrayView2, ArrayView3};
 use rayon::prelude::*;
-use ttconv::AxisGeometry;
 
+use crate::conv_dense::DenseShape;
 use crate::par::{chunk_len, column_tasks, scratch};
 use crate::taps::row_major_taps;
 
@@ -71,21 +71,16 @@ pub(crate) struct Direct {
 }
 
 impl Direct {
-    /// The plan for an input `(B, cin, in_spatial)`, kernel sizes `kernel` and `geometry`
-    /// giving `out_spatial`, or `None` when it does not apply: an empty operand or a CPU without
+    /// The plan for the convolution of `shape`, or `None` when it does not apply: an empty operand or a CPU without
     /// AVX-512.
     ///
     /// Strides: axis `j` of the padded input is split into `s_j` phase planes (padded index
     /// `i = q s_j + phi`), so tap `t_j` (padded offset `a = t_j dil_j`) of output `o_j` reads
     /// plane `a mod s_j` at `o_j + a div s_j`: a unit-stride convolution over the planes, whose
     /// grid is `Q_j = ceil(P_j / s_j)` long.
-    pub(crate) fn new(
-        cin: usize,
-        in_spatial: &[usize],
-        out_spatial: &[usize],
-        kernel: &[usize],
-        geometry: &[AxisGeometry],
-    ) -> Option<Self> {
+    pub(crate) fn new(shape: &DenseShape) -> Option<Self> {
+        let (cin, in_spatial, out_spatial) = (shape.cin, &shape.in_spatial, &shape.out_spatial);
+        let (kernel, geometry) = (&shape.kernel, &shape.geometry);
         let d = in_spatial.len();
         if d == 0
             || cin == 0
@@ -450,6 +445,7 @@ mod tests {
     use crate::test_support::{Axis, DenseCase};
     use ndarray::Array2;
     use proptest::prelude::*;
+    use ttconv::AxisGeometry;
 
     /// One random convolution: `(batch, cin, cout, per axis (size, kernel, dilation, padding
     /// before, after, stride), bias, seed)`; `cout` up to `3 * MR + 1` so every tail of a block
@@ -487,7 +483,7 @@ mod tests {
             let Some(c) = DenseCase::new(batch, cin, cout, &axes, bias, seed) else {
                 return Ok(());
             };
-            let Some(plan) = Direct::new(cin, &c.in_spatial, &c.out_spatial, &c.kernel_size, &c.geometry) else {
+            let Some(plan) = Direct::new(&c.dense_shape()) else {
                 println!("skipped: this CPU has no AVX-512F, the direct kernel never runs here");
                 return Ok(());
             };
@@ -523,7 +519,9 @@ mod tests {
             pad_before: 1,
             pad_after: 1,
         };
-        if let Some(plan) = Direct::new(2, &[5, 6], &[5, 6], &[3, 3], &[g, g]) {
+        let shape = DenseShape::new(2, &[5, 6], &[3, 3], &[g, g]).unwrap();
+        assert_eq!(shape.out_spatial, [5, 6]);
+        if let Some(plan) = Direct::new(&shape) {
             assert_eq!(plan.grid_index(0), 0);
             assert_eq!(plan.grid_index(7), 8 + 1); // (1, 1) on an 8-wide padded grid
             assert_eq!(plan.offsets[9 + 4], 7 * 8 + 8 + 1); // channel 1, tap (1, 1)

@@ -37,12 +37,13 @@ mod test_support;
 mod weights;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
-use ttconv::{AxisGeometry, Backend, FactorizedProgram, Result, StepWeights, output_spatial};
+use ttconv::{AxisGeometry, Backend, FactorizedProgram, Result, StepWeights};
 
 pub use options::{CpuOptions, DenseAlgorithm};
 pub use weights::CpuWeights;
 
 use check::{nd_shape, shape, unflatten};
+use conv_dense::DenseShape;
 
 /// The CPU backend: host tensors (`ndarray::ArrayD<f32>`, row-major) and multi-threaded GEMMs.
 ///
@@ -251,24 +252,23 @@ impl Backend for CpuBackend {
                 ks,
             ));
         }
-        check::geometry(geometry)?;
-        let out_sp = output_spatial(&sh[2..], &ks[2..], geometry)?;
+        let dense = DenseShape::new(sh[1], &sh[2..], &ks[2..], geometry)?;
         let bias = bias
             .map(|b| check::bias("conv_dense bias", b, ks[0]))
             .transpose()?;
-        let geo = conv_dense::Dense::new(sh[1], &sh[2..], &out_sp, &ks[2..], geometry);
+        let geo = conv_dense::Dense::new(&dense);
         let kmat = kernel_matrix(kernel)?;
         let x = check::flat(&x)?;
-        let (cin, in_sp, k_sp) = (sh[1], &sh[2..], &ks[2..]);
         let path = self.options.dense;
         let direct = (path == DenseAlgorithm::Auto && !geo.is_pointwise())
-            .then(|| direct::Direct::new(cin, in_sp, &out_sp, k_sp, geometry))
+            .then(|| direct::Direct::new(&dense))
             .flatten()
             .filter(|p| p.grid_ratio() <= MAX_DIRECT_GRID_RATIO);
         let rows_only = (matches!(path, DenseAlgorithm::Auto | DenseAlgorithm::Rows)
             && !geo.is_pointwise())
-        .then(|| row_im2col::RowIm2col::new(cin, in_sp, &out_sp, k_sp, geometry))
+        .then(|| row_im2col::RowIm2col::new(&dense))
         .flatten();
+        let out_sp = &dense.out_spatial;
         let y = if let Some(plan) = direct {
             let packed = kernel.packed_with(|| direct::pack_weights(kmat));
             direct::forward(x, packed, ks[0], bias, &plan)
@@ -277,7 +277,7 @@ impl Backend for CpuBackend {
         } else {
             conv_dense::forward(x, kmat, bias, &geo)
         };
-        unflatten(y, &nd_shape(sh[0], ks[0], &out_sp))
+        unflatten(y, &nd_shape(sh[0], ks[0], out_sp))
     }
 
     fn contract_channels_grad_input(
@@ -398,9 +398,8 @@ impl Backend for CpuBackend {
                 ks,
             ));
         }
-        check::geometry(geometry)?;
-        let out_sp = output_spatial(input_spatial, &ks[2..], geometry)?;
-        let expected = nd_shape(sh[0], ks[0], &out_sp);
+        let dense = DenseShape::new(ks[1], input_spatial, &ks[2..], geometry)?;
+        let expected = nd_shape(sh[0], ks[0], &dense.out_spatial);
         if sh != expected.as_slice() {
             return Err(shape(
                 "conv_dense output gradient",
@@ -408,7 +407,7 @@ impl Backend for CpuBackend {
                 sh,
             ));
         }
-        let geo = conv_dense::Dense::new(ks[1], input_spatial, &out_sp, &ks[2..], geometry);
+        let geo = conv_dense::Dense::new(&dense);
         let kmat = kernel_matrix(kernel)?;
         let gx = conv_dense::grad_input(check::flat(&gy)?, kmat, &geo);
         unflatten(gx, &nd_shape(sh[0], ks[1], input_spatial))
@@ -434,8 +433,8 @@ impl Backend for CpuBackend {
                 xs,
             ));
         }
-        check::geometry(geometry)?;
-        let out_sp = output_spatial(&xs[2..], kernel_size, geometry)?;
+        let dense = DenseShape::new(xs[1], &xs[2..], kernel_size, geometry)?;
+        let out_sp = &dense.out_spatial;
         let expected_len = d + 2;
         if gs.len() != expected_len || gs[0] != xs[0] || gs[2..] != out_sp[..] {
             return Err(shape(
@@ -444,7 +443,7 @@ impl Backend for CpuBackend {
                 gs,
             ));
         }
-        let geo = conv_dense::Dense::new(xs[1], &xs[2..], &out_sp, kernel_size, geometry);
+        let geo = conv_dense::Dense::new(&dense);
         let gk = conv_dense::grad_weight(check::flat(&x)?, check::flat(&gy)?, &geo);
         let full = nd_shape(gs[1], xs[1], kernel_size);
         let got = gk.shape().to_vec();

@@ -27,6 +27,7 @@ use ndarray::{Array3, ArrayView1, ArrayView2, ArrayView3, Axis, ShapeBuilder};
 use rayon::prelude::*;
 use ttconv::AxisGeometry;
 
+use crate::conv_dense::DenseShape;
 use crate::gemm::{GEMM_TILE, gemm, tile_aligned};
 use crate::par::{chunk_len, column_tasks, scratch};
 use crate::taps::valid_outputs;
@@ -51,17 +52,12 @@ pub(crate) struct RowIm2col {
 }
 
 impl RowIm2col {
-    /// The plan for an input `(B, cin, D_0, D_1)`, kernel sizes `kernel` and `geometry` giving
-    /// `out_spatial`, or `None` when it does not apply or is not expected to pay: not 2-D, a
+    /// The plan for the convolution of `shape` (an input `(B, cin, D_0, D_1)`), or `None` when it does not apply or is not expected to pay: not 2-D, a
     /// first-axis stride other than 1, fewer than [`MIN_POSITIONS`] output positions, an
     /// empty operand.
-    pub(crate) fn new(
-        cin: usize,
-        in_spatial: &[usize],
-        out_spatial: &[usize],
-        kernel: &[usize],
-        geometry: &[AxisGeometry],
-    ) -> Option<Self> {
+    pub(crate) fn new(shape: &DenseShape) -> Option<Self> {
+        let (cin, in_spatial, out_spatial) = (shape.cin, &shape.in_spatial, &shape.out_spatial);
+        let (kernel, geometry) = (&shape.kernel, &shape.geometry);
         if in_spatial.len() != 2
             || cin == 0
             || in_spatial.contains(&0)
@@ -228,9 +224,7 @@ mod tests {
             let Some(c) = DenseCase::new(batch, cin, cout, &[first, last], bias, seed) else {
                 return Ok(());
             };
-            let Some(plan) =
-                RowIm2col::new(cin, &c.in_spatial, &c.out_spatial, &c.kernel_size, &c.geometry)
-            else {
+            let Some(plan) = RowIm2col::new(&c.dense_shape()) else {
                 return Ok(());
             };
             let got = forward(c.x3(), c.kernel_matrix(), c.bias.as_ref().map(|b| b.view()), &plan);
@@ -251,11 +245,18 @@ mod tests {
             dilation: 1,
             ..g
         };
-        let plan = RowIm2col::new(3, &[40, 40], &[38, 20], &[3, 3], &[g, last]).unwrap();
-        assert_eq!(plan.offsets, vec![0, 40, 80]);
+        let plan = |spatial: &[usize], geometry: &[AxisGeometry]| {
+            let kernel = vec![3; spatial.len()];
+            RowIm2col::new(&DenseShape::new(3, spatial, &kernel, geometry).unwrap())
+        };
+        // Output 38 x 20: the first axis's dilation 2 spans 5 rows, offsets 2 rows of 20 apart.
+        assert_eq!(
+            plan(&[40, 40], &[g, last]).unwrap().offsets,
+            vec![0, 40, 80]
+        );
         let strided = AxisGeometry { stride: 2, ..g };
-        assert!(RowIm2col::new(3, &[40, 40], &[19, 40], &[3, 3], &[strided, g]).is_none());
-        assert!(RowIm2col::new(3, &[14, 14], &[14, 14], &[3, 3], &[g, g]).is_none());
-        assert!(RowIm2col::new(3, &[900], &[900], &[3], &[g]).is_none());
+        assert!(plan(&[40, 40], &[strided, g]).is_none());
+        assert!(plan(&[14, 14], &[g, g]).is_none());
+        assert!(plan(&[900], &[g]).is_none());
     }
 }

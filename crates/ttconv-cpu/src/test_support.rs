@@ -17,7 +17,6 @@ pub(crate) struct DenseCase {
     pub kernel: ArrayD<f32>,
     pub bias: Option<Array1<f32>>,
     pub in_spatial: Vec<usize>,
-    pub out_spatial: Vec<usize>,
     pub kernel_size: Vec<usize>,
     pub geometry: Vec<AxisGeometry>,
 }
@@ -28,6 +27,13 @@ fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
 }
 
 impl DenseCase {
+    /// The validated sizes of this case's convolution.
+    pub(crate) fn dense_shape(&self) -> crate::conv_dense::DenseShape {
+        let cin = self.x.shape()[1];
+        crate::conv_dense::DenseShape::new(cin, &self.in_spatial, &self.kernel_size, &self.geometry)
+            .expect("a case with a non-empty output")
+    }
+
     /// The case, or `None` when its output would be empty.
     pub(crate) fn new(
         batch: usize,
@@ -66,7 +72,6 @@ impl DenseCase {
             kernel: random(&ks, seed ^ 1),
             bias,
             in_spatial,
-            out_spatial,
             kernel_size,
             geometry,
         })
