@@ -76,6 +76,16 @@ pub enum Error {
         /// Position in row-major order.
         index: usize,
     },
+    /// A result does not fit the element type (e.g. f32 cores of a kernel near `f32::MAX`).
+    #[error("{what} does not fit in {element}: {detail}")]
+    OutOfRange {
+        /// What was being produced.
+        what: &'static str,
+        /// The element type's name.
+        element: &'static str,
+        /// The numbers involved.
+        detail: String,
+    },
     /// Two TT tensors of different shapes were combined.
     #[error("shape mismatch: {left:?} vs {right:?}")]
     ShapeMismatch {

@@ -99,6 +99,25 @@ impl TruncationReport {
         self.methods.push(method);
     }
 
+    /// Brings the absolute figures (singular values, discarded energy, norm) of a decomposition
+    /// computed on data scaled by `2^shift` back to the data's magnitude (`rel_error` is
+    /// scale-free and kept; the squared figures of tiny data may underflow to 0).
+    pub(crate) fn unscale(&mut self, shift: i32) {
+        if shift == 0 {
+            return;
+        }
+        let back = |v: f64, times: i32| {
+            let (a, b) = (-shift * times / 2, -shift * times - (-shift * times / 2));
+            v * 2f64.powi(a) * 2f64.powi(b)
+        };
+        self.singular_values
+            .iter_mut()
+            .flatten()
+            .for_each(|s| *s = back(*s, 1));
+        self.discarded.iter_mut().for_each(|d| *d = back(*d, 2));
+        self.norm = back(self.norm, 1);
+    }
+
     /// Sets the final ranks and the relative error `sqrt(sum of discarded) / norm`.
     pub(crate) fn finish(&mut self, ranks: Vec<usize>) {
         let discarded: f64 = self.discarded.iter().sum();

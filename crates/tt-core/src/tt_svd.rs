@@ -90,6 +90,10 @@ pub fn tt_svd<T: Scalar>(
         }
         carry.push(v);
     }
+    // Magnitude never changes the answer: data whose squares would underflow or overflow f64
+    // is scaled by an exact power of two first, and the scale goes back into the cores.
+    let shift = magnitude_shift(&carry);
+    scale_pow2(&mut carry, shift);
     let norm = carry.iter().map(|v| v * v).sum::<f64>().sqrt();
     let rule = StepRule::new(truncation, &shape, norm)?;
     let order = shape.len();
@@ -101,13 +105,94 @@ pub fn tt_svd<T: Scalar>(
         let n = carry.len() / m;
         let t = truncated_svd(&carry, m, n, rule.keep(k, m, n))?;
         ranks[k + 1] = t.rank;
-        cores.push(core_from(&t.u, ranks[k], shape[k], t.rank));
+        cores.push(core_from::<f64>(&t.u, ranks[k], shape[k], t.rank));
         report.push_step(t.singular_values, t.discarded2, t.method);
         carry = t.carry;
     }
-    cores.push(core_from(&carry, ranks[order - 1], shape[order - 1], 1));
+    cores.push(core_from::<f64>(
+        &carry,
+        ranks[order - 1],
+        shape[order - 1],
+        1,
+    ));
     report.finish(ranks);
+    report.unscale(shift);
+    let cores = cast_cores::<T>(cores, -shift)?;
     Ok((TtTensor::new(cores)?, report))
+}
+
+/// The power of two that brings the largest magnitude of `data` near 1 when squares of it would
+/// underflow or overflow f64 (`|x| < 2^-300` or `|x| > 2^300`), else 0 (no scaling).
+pub(crate) fn magnitude_shift(data: &[f64]) -> i32 {
+    let max = data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    if max == 0.0 || (max >= 2f64.powi(-300) && max <= 2f64.powi(300)) {
+        0
+    } else {
+        -(max.log2().floor() as i32)
+    }
+}
+
+/// Multiplies every entry by `2^shift` (exact: two factors, each a representable power of two).
+pub(crate) fn scale_pow2(data: &mut [f64], shift: i32) {
+    if shift == 0 {
+        return;
+    }
+    let (a, b) = (shift / 2, shift - shift / 2);
+    let (fa, fb) = (2f64.powi(a), 2f64.powi(b));
+    data.iter_mut().for_each(|v| *v = *v * fa * fb);
+}
+
+/// Casts f64 cores to `T` after multiplying the tensor by `2^exponent`. The factor goes into the
+/// last core (TensorLy's convention: left-orthonormal cores, the norm in the last one) unless
+/// that core would then leave `T`'s range; then the magnitude is spread evenly over the cores in
+/// powers of two (the tensor is the same). An error when even that does not fit `T`.
+pub(crate) fn cast_cores<T: Scalar>(
+    mut cores: Vec<Array3<f64>>,
+    exponent: i32,
+) -> Result<Vec<Array3<T>>> {
+    let fits = |cores: &[Array3<f64>]| {
+        cores
+            .iter()
+            .all(|c| c.iter().all(|&v| T::from_f64(v).is_finite()))
+    };
+    let last = cores.len() - 1;
+    let mut simple = cores[last].clone();
+    scale_pow2(simple.as_slice_mut().expect("row-major core"), exponent);
+    if fits(std::slice::from_ref(&simple))
+        && cores[..last].iter().all(|c| fits(std::slice::from_ref(c)))
+    {
+        cores[last] = simple;
+    } else {
+        // log2 of each core's largest magnitude, and of the whole product after scaling.
+        let log_max: Vec<i32> = cores
+            .iter()
+            .map(|c| {
+                let m = c.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                if m > 0.0 { m.log2().floor() as i32 } else { 0 }
+            })
+            .collect();
+        let total: i32 = log_max.iter().sum::<i32>() + exponent;
+        let n = cores.len() as i32;
+        let target = total.div_euclid(n);
+        let mut given = 0;
+        for (k, core) in cores.iter_mut().enumerate() {
+            let shift = if k == last {
+                exponent - given
+            } else {
+                target - log_max[k]
+            };
+            given += shift;
+            scale_pow2(core.as_slice_mut().expect("row-major core"), shift);
+        }
+        if !fits(&cores) {
+            return Err(Error::OutOfRange {
+                what: "the decomposition's cores",
+                element: T::NAME,
+                detail: format!("a product of magnitude 2^{total} spread over {n} cores"),
+            });
+        }
+    }
+    Ok(cores.into_iter().map(|c| c.mapv(T::from_f64)).collect())
 }
 
 /// A core `(r_left, n, r_right)` from row-major f64 data, cast to `T`.
@@ -152,5 +237,55 @@ mod tests {
         assert!(tt_svd(y.view(), &Truncation::tolerance(-1.0)).is_err());
         assert!(tt_svd(y.view(), &Truncation::tolerance(f64::INFINITY)).is_err());
         assert!(tt_svd(y.view(), &Truncation::rank(RankSpec::Uniform(0))).is_err());
+    }
+
+    /// Relative Frobenius error of `tt` against `dense`, in f64, both divided by `dense`'s largest
+    /// magnitude first (so that the test's own squares neither underflow nor overflow).
+    fn actual_error<T: Scalar>(tt: &TtTensor<T>, dense: &ndarray::ArrayD<f64>) -> f64 {
+        let back = tt.cast::<f64>().to_dense().unwrap();
+        let max = dense.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let num: f64 = back
+            .iter()
+            .zip(dense)
+            .map(|(a, b)| ((a - b) / max).powi(2))
+            .sum();
+        let den: f64 = dense.iter().map(|b| (b / max).powi(2)).sum();
+        (num / den).sqrt()
+    }
+
+    #[test]
+    fn magnitude_never_changes_the_answer() {
+        let tt = TtTensor::<f64>::random(&[4, 5, 3], &[1, 3, 2, 1], 1.0, 11).unwrap();
+        let unit = tt.to_dense().unwrap();
+        let spec = Truncation::rank(RankSpec::Uniform(3));
+        let (_, reference) = tt_svd(unit.view(), &spec).unwrap();
+        // Squares that underflow (1e-170), that come near it (1e-155) and that overflow (1e200).
+        for scale in [1e-170, 1e-155, 1e200] {
+            let dense = unit.mapv(|v| v * scale);
+            let (back, report) = tt_svd(dense.view(), &spec).unwrap();
+            assert_eq!(report.ranks, reference.ranks, "scale {scale}");
+            let err = actual_error(&back, &dense);
+            assert!(err < 1e-12, "scale {scale}: actual error {err}");
+            assert!((report.rel_error - reference.rel_error).abs() < 1e-12);
+            assert!((report.norm / scale - reference.norm).abs() < 1e-9 * reference.norm);
+        }
+    }
+
+    #[test]
+    fn f32_cores_near_the_top_of_the_range_stay_finite() {
+        // Two adjacent f32::MAX entries: the norm (4.8e38) exceeds f32, so the cores cannot carry
+        // it in the last core alone.
+        let mut dense = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[3, 4, 2]));
+        dense[[0, 0, 0]] = f32::MAX;
+        dense[[0, 0, 1]] = f32::MAX;
+        dense[[2, 3, 1]] = 1.0;
+        let (tt, report) = tt_svd(dense.view(), &Truncation::rank(RankSpec::Same)).unwrap();
+        assert!(tt.cores().iter().all(|c| c.iter().all(|v| v.is_finite())));
+        let err = actual_error(&tt, &dense.mapv(f64::from));
+        assert!(
+            err < 1e-6,
+            "actual error {err}, reported {}",
+            report.rel_error
+        );
     }
 }
