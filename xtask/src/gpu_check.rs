@@ -51,6 +51,9 @@ const WHEEL_SPECS: &[&str] = &["tensorly==0.10.*", "tensorly-torch==0.5.*"];
 const SKIPPED_TESTS: &[&str] = &["kernel_emulation"];
 /// First line of README.txt: marks a folder this task may delete and rebuild.
 const MARKER: &str = "ttconv GPU check folder (made by `cargo xtask gpu-check`)";
+/// README.txt of the folder, with `{MARKER}`, `{rel}` (the folder relative to the repository),
+/// `{DEVICE_TIMEOUT_S}`, `{nvrtc_setup}` and `{nvrtc}` filled in by [`readme`].
+const README_TEMPLATE: &str = include_str!("../../crates/ttconv-cuda/scripts/gpu_check_README.txt");
 /// Scripts copied from `crates/ttconv-cuda/scripts`.
 const SCRIPTS: &[&str] = &["torch_gpu_anchor.py", "report.py", "cuda_libs.py"];
 /// The seconds the device call is given (run.sh's own deadline is 330 s, plus setup and the
@@ -597,69 +600,19 @@ fn readme(root: &Path, out: &Path, o: &Options) -> String {
     } else {
         String::new()
     };
-    format!(
-        "{MARKER}
-Do not edit: `cargo xtask gpu-check` deletes and rebuilds this folder. BUILD_INFO.txt says
-from which commit and toolchain; SHA256SUMS lists every file (run.sh checks them).
-
-What it is
-  The ttconv-cuda GPU check, runnable in ONE call on a machine with an NVIDIA GPU
-  (driver >= 580 / CUDA 13), x86-64 Linux with glibc >= 2.34, python3 with PyTorch (CUDA) and
-  pip, and no Rust toolchain: the device tool's nvidia-h100-x1 / nvidia-h200 machines.
-
-Run it
-  device tool:  run  command: bash {rel}/run.sh   carry: [\"{rel}\"]   timeout_s: {DEVICE_TIMEOUT_S}
-  anywhere:     bash {rel}/run.sh [--dry-run] [--force] [--sync-launches]
-  Results go to $OUT (the device tool's results folder; ./out beside run.sh when unset):
-  run.log (everything), gpu_bench.json, torch_anchor.json, report.md (the final table).
-
-What run.sh does (each step under `timeout`; a failing step is recorded, the run goes on;
-the whole run keeps under 330 s, reserving time for the later steps; `run.sh --help`)
-  1. setup: checks SHA256SUMS, unpacks binaries.tar.xz{nvrtc_setup} to /tmp/ttconv-gpu-check,
-     pip-installs wheels/*.whl there (--no-index --no-deps --target), chooses libnvrtc.so.13
-     and cuBLAS (scripts/cuda_libs.py: the carried NVRTC first, then PyTorch's bundled
-     nvidia/*/lib, LD_LIBRARY_PATH, /usr/local/cuda; libcublas.so.13, else CUDA 12's
-     libcublas.so.12, each with its own libcublasLt), links them under their unversioned and
-     versioned names in /tmp/ttconv-gpu-check/lib and puts that folder FIRST on
-     LD_LIBRARY_PATH (the names cudarc tries first), and says \"no cuBLAS\" when there is none;
-     with a GPU it sets TTCONV_REQUIRE_CUDA=1 and TTCONV_REQUIRE_NVRTC=1 so that no CUDA test
-     skips. Without a GPU it prints why, shows gpu_bench's message (exit 2) and the plan, and
-     exits 2.
-  2. smoke: tests/smoke (allocate, launch a kernel and a GEMM, copy back, compare; prints the
-     CUDA library files loaded, from /proc/self/maps). If it fails, the tests and the bench
-     are skipped: the environment is broken, and the lease keeps time for a rerun.
-  3. tests: every other ttconv-cuda test binary (-q --test-threads=1): CUDA vs CPU vs the
-     oracle, every primitive, forward and backward, orders 1-3, random strides, paddings,
-     dilations; realistic sizes (channels and ranks 9-64, kernel 9 with 60+ channels, batch
-     2-3); the CUBIN and PTX compiles.
-  4. bench: gpu_bench --batch 32 --batch3d 8: the nine suite cases, factorized and
-     reconstructed forward, forward+backward, TF32 forwards (median of synchronized runs), and
-     max |cuda - cpu| / max |cpu| at batch 2, forward and backward (exit 3 when outside the
-     tolerance; the backward's scales with its summed length).
-  5. anchor: scripts/torch_gpu_anchor.py: TensorLy-Torch's factorized (and reconstructed)
-     forward, PyTorch's dense conv (cuDNN, FP32 default, autotuned, TF32), forward+backward.
-  6. report: scripts/report.py: the table, geometric means against the targets (factorized
-     >= 2x TensorLy-Torch, reconstructed >= 0.8x cuDNN, max rel diff < 1e-4, backward within
-     its tolerance). Printed last.
-  Exit status 0 when every step passed and every target was met, 1 otherwise, 2 without GPU.
-  --sync-launches: the tests and gpu_bench synchronize after every kernel launch (debugging).
-
-Contents
-  run.sh               the script above (crates/ttconv-cuda/scripts/gpu_check_run.sh)
-  binaries.tar.xz      tests/<name> (ttconv-cuda's release test binaries; ttconv_cuda = its
-                       unit tests; kernel_emulation left out: it needs the source tree and a
-                       C++ compiler, and checks nothing GPU-specific) and bin/gpu_bench
-                       (crates/ttconv-cuda/examples/gpu_bench.rs)
-  scripts/             torch_gpu_anchor.py, report.py, cuda_libs.py (crates/ttconv-cuda/scripts)
-  wheels/              tensorly and tensorly-torch, pure-Python wheels from PyPI
-{nvrtc}  README.txt, BUILD_INFO.txt, SHA256SUMS
-",
-        nvrtc_setup = if o.nvrtc {
-            " and the carried NVRTC"
-        } else {
-            ""
-        },
-    )
+    README_TEMPLATE
+        .replace("{MARKER}", MARKER)
+        .replace("{rel}", &rel)
+        .replace("{DEVICE_TIMEOUT_S}", &DEVICE_TIMEOUT_S.to_string())
+        .replace(
+            "{nvrtc_setup}",
+            if o.nvrtc {
+                " and the carried NVRTC"
+            } else {
+                ""
+            },
+        )
+        .replace("{nvrtc}", &nvrtc)
 }
 
 #[cfg(test)]
@@ -801,6 +754,18 @@ mod tests {
             "{text}"
         );
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn readme_fills_every_placeholder() {
+        for nvrtc in [true, false] {
+            let o = Options { out: None, nvrtc };
+            let r = readme(Path::new("/repo"), Path::new("/repo/gpu-check"), &o);
+            assert!(r.starts_with(MARKER), "{r}");
+            assert!(!r.contains('{') && !r.contains('}'), "{r}");
+            assert!(r.contains("bash gpu-check/run.sh"), "{r}");
+            assert_eq!(r.contains(NVRTC_ARCHIVE), nvrtc, "{r}");
+        }
     }
 
     #[test]

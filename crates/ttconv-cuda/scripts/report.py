@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Final table of the GPU check: ttconv-cuda's `gpu_bench` JSON against the PyTorch anchor JSON
-(`torch_gpu_anchor.py`), per case and as geometric means against the targets of issue 6:
+(`torch_gpu_anchor.py`), per case and as geometric means against these targets:
 
   * factorized forward at least 2x faster than TensorLy-Torch's factorized forward (geomean of
     tltorch ms / ours ms),

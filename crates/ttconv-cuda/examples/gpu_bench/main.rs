@@ -1,4 +1,4 @@
-//! GPU benchmark of the default suite (`shared/anchors/README.md`) on the CUDA backend, with the
+//! GPU benchmark of the default suite (the nine cases of `cargo xtask bench`) on the CUDA backend, with the
 //! batch scaled up so that the GPU is busy, plus a CUDA-vs-CPU correctness check per case.
 //!
 //! ```text
@@ -28,17 +28,21 @@
 //! `--cpu` runs the very same program on the CPU backend (device "cpu", no TF32 columns): a
 //! self-test of the measurement, check and JSON code on machines without a GPU.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use ndarray::{ArrayD, IxDyn};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
 use ttconv::{Backend, Implementation, Padding, RankSpec, TtConv, TtConvConfig};
 use ttconv_cpu::CpuBackend;
 use ttconv_cuda::CudaBackend;
+
+mod check;
+mod output;
+
+use check::{Check, check_against_cpu};
+use output::{fmt_ms, fmt_rel, print_table, to_json};
 
 /// What the benchmark needs of a backend beyond [`Backend`]: a barrier for the timer, a
 /// description, and its TF32 variant (if it has one).
@@ -116,7 +120,7 @@ fn case2d(
     }
 }
 
-/// The nine cases of `shared/anchors/README.md`, in its order.
+/// The nine cases of the default suite, in the order of `cargo xtask bench`.
 fn suite() -> Vec<Case> {
     use RankSpec::{Fraction, Same, Uniform};
     vec![
@@ -353,111 +357,6 @@ fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
     ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0f32..1.0))
 }
 
-/// `max |got - want| / max |want|` (0 when both are all zero, infinite on a shape mismatch or a
-/// non-finite value).
-fn rel_diff(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f64 {
-    if got.shape() != want.shape() {
-        return f64::INFINITY;
-    }
-    let mut diff = 0f64;
-    let mut scale = 0f64;
-    for (&a, &b) in got.iter().zip(want.iter()) {
-        let (a, b) = (f64::from(a), f64::from(b));
-        if !a.is_finite() || !b.is_finite() {
-            return f64::INFINITY;
-        }
-        diff = diff.max((a - b).abs());
-        scale = scale.max(b.abs());
-    }
-    if diff == 0.0 {
-        0.0
-    } else if scale == 0.0 {
-        f64::INFINITY
-    } else {
-        diff / scale
-    }
-}
-
-/// CUDA vs CPU at a small batch: forward outputs of both implementations, and the gradients
-/// (input and cores) of both backward passes, with the backward's tolerance.
-#[derive(Clone, Copy, Debug, Default)]
-struct Check {
-    fact_fwd: f64,
-    rec_fwd: f64,
-    fact_bwd: f64,
-    rec_bwd: f64,
-    /// The backward's longest sum ([`backward_summed_len`]).
-    bwd_len: usize,
-    /// [`tol_for_len`] of `bwd_len`.
-    bwd_tol: f64,
-}
-
-impl Check {
-    fn max_fwd(&self) -> f64 {
-        self.fact_fwd.max(self.rec_fwd)
-    }
-
-    fn max_bwd(&self) -> f64 {
-        self.fact_bwd.max(self.rec_bwd)
-    }
-
-    /// Both forwards within `tol` and both backwards within `bwd_tol` (NaN fails).
-    fn passed(&self, tol: f64) -> bool {
-        let within = |v: f64, t: f64| v.is_finite() && v < t;
-        within(self.fact_fwd, tol)
-            && within(self.rec_fwd, tol)
-            && within(self.fact_bwd, self.bwd_tol)
-            && within(self.rec_bwd, self.bwd_tol)
-    }
-}
-
-fn check_against_cpu<D: Device>(
-    layer: &TtConv,
-    case: &Case,
-    cuda: &D,
-    o: &Options,
-) -> ttconv::Result<Check> {
-    let cpu = CpuBackend::new();
-    let shape = case.input_shape(o.check_batch);
-    let x = random(&shape, o.seed ^ 0x5eed);
-    let gy = random(&layer.output_shape(&shape)?, o.seed ^ 0x9e37);
-    let on_cuda = layer.prepare(cuda)?;
-    let on_cpu = layer.prepare(&cpu)?;
-    let xc = cuda.upload(x.view())?;
-    let xh = cpu.upload(x.view())?;
-    let bwd_len = backward_summed_len(case, &shape, gy.shape());
-    let mut check = Check {
-        bwd_len,
-        bwd_tol: tol_for_len(o.tol, bwd_len),
-        ..Check::default()
-    };
-    for imp in [Implementation::Factorized, Implementation::Reconstructed] {
-        let yc = cuda.download(&on_cuda.forward_with(&xc, imp)?)?;
-        let yh = cpu.download(&on_cpu.forward_with(&xh, imp)?)?;
-        let fwd = rel_diff(&yc, &yh);
-
-        let (_, ctx_c) = on_cuda.forward_train(cuda.upload(x.view())?, imp)?;
-        let gc = on_cuda.backward(&ctx_c, &cuda.upload(gy.view())?, true)?;
-        let (_, ctx_h) = on_cpu.forward_train(cpu.upload(x.view())?, imp)?;
-        let gh = on_cpu.backward(&ctx_h, &cpu.upload(gy.view())?, true)?;
-        let mut bwd = match (&gc.input, &gh.input) {
-            (Some(a), Some(b)) => rel_diff(a, b),
-            _ => f64::INFINITY,
-        };
-        if gc.cores.len() != gh.cores.len() {
-            bwd = f64::INFINITY;
-        }
-        for (a, b) in gc.cores.iter().zip(&gh.cores) {
-            bwd = bwd.max(rel_diff(&a.clone().into_dyn(), &b.clone().into_dyn()));
-        }
-        match imp {
-            Implementation::Factorized => (check.fact_fwd, check.fact_bwd) = (fwd, bwd),
-            _ => (check.rec_fwd, check.rec_bwd) = (fwd, bwd),
-        }
-    }
-    Ok(check)
-}
-
 /// Everything measured on one case.
 #[derive(Debug)]
 struct CaseResult {
@@ -580,277 +479,6 @@ fn run_case_into<D: Device>(
         }
     }
     Ok(())
-}
-
-// ------------------------------------------------------------------------------------------------
-// Output
-// ------------------------------------------------------------------------------------------------
-
-fn fmt_ms(s: Option<Stats>) -> String {
-    s.map_or("-".into(), |s| format!("{:.3}", s.median_ms))
-}
-
-fn fmt_rel(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.1e}"))
-}
-
-fn print_table(results: &[CaseResult], o: &Options) {
-    println!(
-        "\n{:<28} {:>5} {:>22} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
-        "case",
-        "batch",
-        "TT ranks",
-        "fact ms",
-        "rec ms",
-        "fact TF",
-        "rec TF",
-        "fact f+b",
-        "rec f+b",
-        "fact tf32",
-        "rec tf32",
-        "fwd rel",
-        "bwd rel",
-        "bwd tol"
-    );
-    for r in results {
-        let ranks = r
-            .ranks
-            .iter()
-            .map(|v| v.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        let tflops = |flops: u64, s: Option<Stats>| {
-            s.map_or("-".into(), |s| {
-                format!("{:.2}", flops as f64 / (s.median_ms * 1e-3) / 1e12)
-            })
-        };
-        println!(
-            "{:<28} {:>5} {:>22} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
-            r.case.name,
-            r.batch,
-            ranks,
-            fmt_ms(r.timing("fact_fwd")),
-            fmt_ms(r.timing("rec_fwd")),
-            tflops(r.flops_fact, r.timing("fact_fwd")),
-            tflops(r.flops_rec, r.timing("rec_fwd")),
-            fmt_ms(r.timing("fact_fwd_bwd")),
-            fmt_ms(r.timing("rec_fwd_bwd")),
-            fmt_ms(r.timing("fact_fwd_tf32")),
-            fmt_ms(r.timing("rec_fwd_tf32")),
-            fmt_rel(r.check.map(|c| c.max_fwd())),
-            fmt_rel(r.check.map(|c| c.max_bwd())),
-            fmt_rel(r.check.map(|c| c.bwd_tol)),
-        );
-        if let Some(e) = &r.error {
-            println!("    error: {e}");
-        }
-    }
-    println!(
-        "ms: median wall time between synchronize() calls; TF: TFLOP/s of the cost model's \
-         multiply-adds (x2); f+b: forward_train + backward (input and core gradients, downloaded); \
-         rel: max |cuda - cpu| / max |cpu| at batch {} (bwd: worst of the input and core \
-         gradients); tolerance {:.0e} forward, and for the backward {:.0e} x \
-         max(1, sqrt(summed length / {TOL_REFERENCE_LEN})) (the bwd tol column).",
-        o.check_batch, o.tol, o.tol
-    );
-}
-
-/// The summed length that `--tol` is calibrated for: the forward's sums (`cin`, `r * k`, `r`
-/// terms; `cin * prod(k)` for the dense path) are at most this long in the suite but one.
-const TOL_REFERENCE_LEN: f64 = 1024.0;
-
-/// The tolerance for results that are sums of `len` products. Two f32 sums of the same terms in
-/// different orders (CUDA and CPU) differ by rounding errors that accumulate like a random walk,
-/// about `sqrt(len)` roundings relative to the result; so the tolerance is `tol` up to
-/// [`TOL_REFERENCE_LEN`] terms and grows with `sqrt(len / TOL_REFERENCE_LEN)` beyond.
-fn tol_for_len(tol: f64, len: usize) -> f64 {
-    tol * (len as f64 / TOL_REFERENCE_LEN).sqrt().max(1.0)
-}
-
-/// The longest sum of the backward pass at the check batch: a core or kernel gradient sums over
-/// `batch * positions` (input or output positions, whichever are more), an input gradient over
-/// `channels * prod(k)` at most.
-fn backward_summed_len(case: &Case, input_shape: &[usize], output_shape: &[usize]) -> usize {
-    let positions = |shape: &[usize]| shape[0] * shape[2..].iter().product::<usize>();
-    let taps = case.kernel.pow(case.order() as u32);
-    positions(input_shape)
-        .max(positions(output_shape))
-        .max(case.cin.max(case.cout) * taps)
-}
-
-#[derive(Serialize)]
-struct JsonDevice {
-    name: String,
-    arch: String,
-    backend: String,
-}
-
-#[derive(Serialize)]
-struct JsonParams {
-    batch: usize,
-    batch3d: usize,
-    check_batch: usize,
-    warmup: usize,
-    min_repeats: usize,
-    max_repeats: usize,
-    budget_s: f64,
-    tf32_columns: bool,
-    tol: f64,
-    tol_reference_len: f64,
-    sync_each_launch: bool,
-    seed: u64,
-    dtype: &'static str,
-    timer: &'static str,
-}
-
-#[derive(Serialize)]
-struct JsonStats {
-    median_ms: f64,
-    min_ms: f64,
-    max_ms: f64,
-    repeats: usize,
-}
-
-#[derive(Serialize)]
-struct JsonCheck {
-    batch: usize,
-    fact_fwd_rel_diff: f64,
-    rec_fwd_rel_diff: f64,
-    fact_bwd_rel_diff: f64,
-    rec_bwd_rel_diff: f64,
-    max_fwd_rel_diff: f64,
-    max_bwd_rel_diff: f64,
-    fwd_tol: f64,
-    bwd_summed_len: usize,
-    bwd_tol: f64,
-    passed: bool,
-}
-
-#[derive(Serialize)]
-struct JsonCase<'a> {
-    name: &'a str,
-    batch: usize,
-    cin: usize,
-    cout: usize,
-    spatial: &'a [usize],
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    rank: String,
-    input_shape: &'a [usize],
-    output_shape: &'a [usize],
-    tt_ranks: &'a [usize],
-    flops_factorized: u64,
-    flops_reconstructed: u64,
-    timings: BTreeMap<&'a str, JsonStats>,
-    check: Option<JsonCheck>,
-    error: Option<&'a str>,
-    wall_s: f64,
-}
-
-#[derive(Serialize)]
-struct JsonReport<'a> {
-    tool: &'static str,
-    schema: u32,
-    complete: bool,
-    device: JsonDevice,
-    params: JsonParams,
-    cases: Vec<JsonCase<'a>>,
-    total_wall_s: f64,
-}
-
-/// The JSON report (serde_json writes non-finite numbers as `null`); `complete` is false while
-/// cases remain (it is rewritten after each case, so a run cut short still leaves the cases
-/// done).
-fn to_json<D: Device>(
-    results: &[CaseResult],
-    o: &Options,
-    cuda: &D,
-    total_s: f64,
-    complete: bool,
-) -> String {
-    let (name, arch) = cuda.describe();
-    let cases = results
-        .iter()
-        .map(|r| {
-            let c = &r.case;
-            JsonCase {
-                name: c.name,
-                batch: r.batch,
-                cin: c.cin,
-                cout: c.cout,
-                spatial: &c.spatial,
-                kernel: c.kernel,
-                stride: c.stride,
-                padding: c.padding,
-                rank: c.rank_spec(),
-                input_shape: &r.input_shape,
-                output_shape: &r.output_shape,
-                tt_ranks: &r.ranks,
-                flops_factorized: r.flops_fact,
-                flops_reconstructed: r.flops_rec,
-                timings: r
-                    .timings
-                    .iter()
-                    .map(|(n, st)| {
-                        let stats = JsonStats {
-                            median_ms: st.median_ms,
-                            min_ms: st.min_ms,
-                            max_ms: st.max_ms,
-                            repeats: st.repeats,
-                        };
-                        (*n, stats)
-                    })
-                    .collect(),
-                check: r.check.map(|ch| JsonCheck {
-                    batch: o.check_batch,
-                    fact_fwd_rel_diff: ch.fact_fwd,
-                    rec_fwd_rel_diff: ch.rec_fwd,
-                    fact_bwd_rel_diff: ch.fact_bwd,
-                    rec_bwd_rel_diff: ch.rec_bwd,
-                    max_fwd_rel_diff: ch.max_fwd(),
-                    max_bwd_rel_diff: ch.max_bwd(),
-                    fwd_tol: o.tol,
-                    bwd_summed_len: ch.bwd_len,
-                    bwd_tol: ch.bwd_tol,
-                    passed: ch.passed(o.tol),
-                }),
-                error: r.error.as_deref(),
-                wall_s: r.wall_s,
-            }
-        })
-        .collect();
-    let report = JsonReport {
-        tool: "ttconv-cuda gpu_bench",
-        schema: 2,
-        complete,
-        device: JsonDevice {
-            name,
-            arch,
-            backend: cuda.name(),
-        },
-        params: JsonParams {
-            batch: o.batch,
-            batch3d: o.batch3d,
-            check_batch: o.check_batch,
-            warmup: o.warmup,
-            min_repeats: o.min_repeats,
-            max_repeats: o.max_repeats,
-            budget_s: o.budget_s,
-            tf32_columns: o.tf32 && cuda.tf32().is_some(),
-            tol: o.tol,
-            tol_reference_len: TOL_REFERENCE_LEN,
-            sync_each_launch: o.sync_each_launch,
-            seed: o.seed,
-            dtype: "float32",
-            timer: "wall clock between synchronize() calls, median",
-        },
-        cases,
-        total_wall_s: total_s,
-    };
-    let mut text = serde_json::to_string_pretty(&report).expect("the report serializes");
-    text.push('\n');
-    text
 }
 
 fn main() -> ExitCode {
