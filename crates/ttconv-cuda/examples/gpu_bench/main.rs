@@ -34,6 +34,7 @@ use std::time::Instant;
 use ndarray::{ArrayD, IxDyn};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::Serialize;
 use ttconv::{Backend, Implementation, Padding, RankSpec, TtConv, TtConvConfig};
 use ttconv_cpu::CpuBackend;
 use ttconv_cuda::CudaBackend;
@@ -188,8 +189,11 @@ impl Case {
 // Options
 // ------------------------------------------------------------------------------------------------
 
-#[derive(Debug)]
+/// The command line; serialized as the JSON report's `params` (the output path and the case
+/// filter left out).
+#[derive(Debug, Serialize)]
 struct Options {
+    #[serde(skip)]
     json: Option<String>,
     batch: usize,
     batch3d: usize,
@@ -199,6 +203,7 @@ struct Options {
     max_repeats: usize,
     budget_s: f64,
     tf32: bool,
+    #[serde(skip)]
     only: Vec<String>,
     tol: f64,
     seed: u64,

@@ -84,19 +84,11 @@ struct JsonDevice {
 }
 
 #[derive(Serialize)]
-struct JsonParams {
-    batch: usize,
-    batch3d: usize,
-    check_batch: usize,
-    warmup: usize,
-    min_repeats: usize,
-    max_repeats: usize,
-    budget_s: f64,
+struct JsonParams<'a> {
+    #[serde(flatten)]
+    options: &'a Options,
     tf32_columns: bool,
-    tol: f64,
     tol_reference_len: f64,
-    sync_each_launch: bool,
-    seed: u64,
     dtype: &'static str,
     timer: &'static str,
 }
@@ -152,7 +144,7 @@ struct JsonReport<'a> {
     schema: u32,
     complete: bool,
     device: JsonDevice,
-    params: JsonParams,
+    params: JsonParams<'a>,
     cases: Vec<JsonCase<'a>>,
     total_wall_s: f64,
 }
@@ -228,18 +220,9 @@ pub(crate) fn to_json<D: Device>(
             backend: cuda.name(),
         },
         params: JsonParams {
-            batch: o.batch,
-            batch3d: o.batch3d,
-            check_batch: o.check_batch,
-            warmup: o.warmup,
-            min_repeats: o.min_repeats,
-            max_repeats: o.max_repeats,
-            budget_s: o.budget_s,
+            options: o,
             tf32_columns: o.tf32 && cuda.tf32().is_some(),
-            tol: o.tol,
             tol_reference_len: TOL_REFERENCE_LEN,
-            sync_each_launch: o.sync_each_launch,
-            seed: o.seed,
             dtype: "float32",
             timer: "wall clock between synchronize() calls, median",
         },
