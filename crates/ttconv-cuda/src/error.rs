@@ -19,8 +19,9 @@ pub enum Error {
     NoNvrtc,
     /// The cuBLAS library (`libcublas`) cannot be loaded.
     #[error(
-        "no cuBLAS: libcublas could not be loaded (install the CUDA toolkit or the \
-         `nvidia-cublas` wheel and put its lib folder on LD_LIBRARY_PATH)"
+        "no cuBLAS: libcublas could not be loaded (libcublas.so, .so.13 or .so.12 with its \
+         libcublasLt: install the CUDA toolkit or the `nvidia-cublas` wheel and put its lib \
+         folder on LD_LIBRARY_PATH)"
     )]
     NoCublas,
     /// The driver library loads but does not initialise (e.g. a driver older than the CUDA
