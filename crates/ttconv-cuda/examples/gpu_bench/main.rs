@@ -503,7 +503,11 @@ fn main() -> ExitCode {
     }
     let opened = CudaBackend::open(0);
     // What the loader picked, before anything else can fail.
-    for lib in ttconv_cuda::loaded_cuda_libraries() {
+    let libs = ttconv_cuda::loaded_cuda_libraries();
+    if libs.is_empty() {
+        println!("gpu_bench: loaded CUDA libraries: none");
+    }
+    for lib in libs {
         println!("gpu_bench: loaded {}", lib.display());
     }
     match opened {
@@ -513,7 +517,7 @@ fn main() -> ExitCode {
                 "gpu_bench: no usable CUDA GPU on this machine: {e}\n\
                  gpu_bench: nothing was measured (exit status 2). Run it on a machine with an \
                  NVIDIA GPU and driver >= 580 (CUDA 13), with libnvrtc.so.13 and libcublas.so.13 \
-                 on LD_LIBRARY_PATH (see `cargo xtask gpu-check`); `--cpu` runs this program on \
+                 (or .so.12) on LD_LIBRARY_PATH (see `cargo xtask gpu-check`); `--cpu` runs this program on \
                  the CPU backend as a self-test."
             );
             ExitCode::from(2)
