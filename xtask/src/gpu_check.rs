@@ -27,8 +27,10 @@ machine with an NVIDIA GPU and python3 + PyTorch but no Rust (the device tool's 
   wheels/          tensorly 0.10 and tensorly-torch 0.5 (pure Python, pip-installed there)
   nvrtc-13.0.88.tar.xz  libnvrtc.so.13 of CUDA 13.0 (the driver 580 cannot load PTX of a
                    newer NVRTC); --no-nvrtc leaves it out and uses the machine's own
-  run.sh           runs the CUDA tests, gpu_bench, the TensorLy-Torch / cuDNN anchor and
-                   prints the final table last, in under 8 minutes
+  run.sh           makes a folder of links to the chosen CUDA libraries (first on the
+                   loader path), runs the smoke test first, then the CUDA tests (one test
+                   thread), gpu_bench, the TensorLy-Torch / cuDNN anchor and prints the final
+                   table last, in under 6 minutes (--dry-run: the library folder and the plan)
   README.txt, BUILD_INFO.txt, SHA256SUMS
 
 Needs cargo, python3 with pip and network access to PyPI (first run; cached after),
@@ -49,10 +51,14 @@ const WHEEL_SPECS: &[&str] = &["tensorly==0.10.*", "tensorly-torch==0.5.*"];
 const SKIPPED_TESTS: &[&str] = &["kernel_emulation"];
 /// First line of README.txt: marks a folder this task may delete and rebuild.
 const MARKER: &str = "ttconv GPU check folder (made by `cargo xtask gpu-check`)";
+/// README.txt of the folder, with `{MARKER}`, `{rel}` (the folder relative to the repository),
+/// `{DEVICE_TIMEOUT_S}`, `{nvrtc_setup}` and `{nvrtc}` filled in by [`readme`].
+const README_TEMPLATE: &str = include_str!("../../crates/ttconv-cuda/scripts/gpu_check_README.txt");
 /// Scripts copied from `crates/ttconv-cuda/scripts`.
 const SCRIPTS: &[&str] = &["torch_gpu_anchor.py", "report.py", "cuda_libs.py"];
-/// The seconds the device call is given (run.sh's own deadline is 420 s).
-const DEVICE_TIMEOUT_S: u32 = 540;
+/// The seconds the device call is given (run.sh's own deadline is 330 s, plus setup and the
+/// report): leaves a 15-minute lease time for a rerun.
+const DEVICE_TIMEOUT_S: u32 = 420;
 
 #[derive(Debug)]
 struct Options {
@@ -594,57 +600,19 @@ fn readme(root: &Path, out: &Path, o: &Options) -> String {
     } else {
         String::new()
     };
-    format!(
-        "{MARKER}
-Do not edit: `cargo xtask gpu-check` deletes and rebuilds this folder. BUILD_INFO.txt says
-from which commit and toolchain; SHA256SUMS lists every file (run.sh checks them).
-
-What it is
-  The ttconv-cuda check of issue 6, runnable in ONE call on a machine with an NVIDIA GPU
-  (driver >= 580 / CUDA 13), x86-64 Linux with glibc >= 2.34, python3 with PyTorch (CUDA) and
-  pip, and no Rust toolchain: the device tool's nvidia-h100-x1 / nvidia-h200 machines.
-
-Run it
-  device tool:  run  command: bash {rel}/run.sh   carry: [\"{rel}\"]   timeout_s: {DEVICE_TIMEOUT_S}
-  anywhere:     bash {rel}/run.sh [--dry-run] [--force]
-  Results go to $OUT (the device tool's results folder; ./out beside run.sh when unset):
-  run.log (everything), gpu_bench.json, torch_anchor.json, report.md (the final table).
-
-What run.sh does (each step under `timeout`; a failing step is recorded, the run goes on;
-the whole run keeps under 420 s, reserving time for the later steps; `run.sh --help`)
-  1. setup: checks SHA256SUMS, unpacks binaries.tar.xz{nvrtc_setup} to /tmp/ttconv-gpu-check,
-     pip-installs wheels/*.whl there (--no-index --no-deps --target), finds libnvrtc.so.13 and
-     libcublas.so.13 (scripts/cuda_libs.py: the carried NVRTC first, then PyTorch's bundled
-     nvidia/*/lib, LD_LIBRARY_PATH, /usr/local/cuda) and puts them on LD_LIBRARY_PATH; with a
-     GPU it sets TTCONV_REQUIRE_CUDA=1 and TTCONV_REQUIRE_NVRTC=1 so that no CUDA test skips.
-     Without a GPU it prints why, shows gpu_bench's message (exit 2) and the plan, and exits 2.
-  2. tests: every ttconv-cuda test binary (-q): CUDA vs CPU vs the oracle, every primitive,
-     forward and backward, orders 1-3, random strides, paddings, dilations; the PTX compile.
-  3. bench: gpu_bench --batch 32 --batch3d 8: the nine suite cases of shared/anchors/README.md,
-     factorized and reconstructed forward, forward+backward, TF32 forwards (median of
-     synchronized runs), and max |cuda - cpu| / max |cpu| at batch 2.
-  4. anchor: scripts/torch_gpu_anchor.py: TensorLy-Torch's factorized (and reconstructed)
-     forward, PyTorch's dense conv (cuDNN, FP32 default, autotuned, TF32), forward+backward.
-  5. report: scripts/report.py: the table, geometric means against the targets (factorized
-     >= 2x TensorLy-Torch, reconstructed >= 0.8x cuDNN, max rel diff < 1e-4). Printed last.
-  Exit status 0 when every step passed and every target was met, 1 otherwise, 2 without GPU.
-
-Contents
-  run.sh               the script above (crates/ttconv-cuda/scripts/gpu_check_run.sh)
-  binaries.tar.xz      tests/<name> (ttconv-cuda's release test binaries; ttconv_cuda = its
-                       unit tests; kernel_emulation left out: it needs the source tree and a
-                       C++ compiler, and checks nothing GPU-specific) and bin/gpu_bench
-                       (crates/ttconv-cuda/examples/gpu_bench.rs)
-  scripts/             torch_gpu_anchor.py, report.py, cuda_libs.py (crates/ttconv-cuda/scripts)
-  wheels/              tensorly and tensorly-torch, pure-Python wheels from PyPI
-{nvrtc}  README.txt, BUILD_INFO.txt, SHA256SUMS
-",
-        nvrtc_setup = if o.nvrtc {
-            " and the carried NVRTC"
-        } else {
-            ""
-        },
-    )
+    README_TEMPLATE
+        .replace("{MARKER}", MARKER)
+        .replace("{rel}", &rel)
+        .replace("{DEVICE_TIMEOUT_S}", &DEVICE_TIMEOUT_S.to_string())
+        .replace(
+            "{nvrtc_setup}",
+            if o.nvrtc {
+                " and the carried NVRTC"
+            } else {
+                ""
+            },
+        )
+        .replace("{nvrtc}", &nvrtc)
 }
 
 #[cfg(test)]
@@ -678,6 +646,126 @@ mod tests {
         reset_folder(&dir).unwrap();
         assert!(!dir.join("precious.txt").exists());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn have(tool: &str) -> bool {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    #[test]
+    fn cuda_libs_link_folder_logic_holds() {
+        if !have("python3") {
+            println!("skipped: no python3");
+            return;
+        }
+        let script = workspace_root().join("crates/ttconv-cuda/scripts/cuda_libs.py");
+        let out = Command::new("python3")
+            .arg(&script)
+            .arg("--self-test")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `run.sh --dry-run` on a folder with stand-in binaries: it makes the library folder and
+    /// shows it, then the plan with the smoke test first.
+    #[test]
+    fn dry_run_shows_the_library_folder_and_the_smoke_test_first() {
+        if !(have("python3") && have("tar") && have("xz")) {
+            println!("skipped: the dry run needs python3, tar and xz");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("gpu-check-dry-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let stage = dir.join("stage");
+        let folder = dir.join("folder");
+        for d in [
+            stage.join("tests"),
+            stage.join("bin"),
+            folder.join("scripts"),
+        ] {
+            fs::create_dir_all(d).unwrap();
+        }
+        for name in [
+            "tests/equivalence",
+            "tests/smoke",
+            "tests/availability",
+            "bin/gpu_bench",
+        ] {
+            fs::write(stage.join(name), "#!/bin/sh\nexit 0\n").unwrap();
+        }
+        tar_xz(&stage, &["bin", "tests"], &folder.join("binaries.tar.xz")).unwrap();
+        let scripts = workspace_root().join("crates/ttconv-cuda/scripts");
+        copy(&scripts.join("gpu_check_run.sh"), &folder.join("run.sh")).unwrap();
+        copy(
+            &scripts.join("cuda_libs.py"),
+            &folder.join("scripts/cuda_libs.py"),
+        )
+        .unwrap();
+        let out = Command::new("bash")
+            .arg(folder.join("run.sh"))
+            .arg("--dry-run")
+            .env("OUT", dir.join("out"))
+            .env("TTC_WORK", dir.join("work"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lib_dir = dir.join("work/lib");
+        assert!(lib_dir.is_dir(), "no library folder made:\n{text}");
+        let shown = text
+            .find(&format!("library folder {}", lib_dir.display()))
+            .unwrap_or_else(|| panic!("library folder not shown:\n{text}"));
+        let plan = text.find("plan (").expect("no plan");
+        assert!(
+            shown < plan,
+            "the library folder comes after the plan:\n{text}"
+        );
+        let first_step = text[plan..].lines().nth(1).unwrap_or_default();
+        assert!(
+            first_step.trim_start().starts_with("smoke") && first_step.contains("tests/smoke"),
+            "the plan does not start with the smoke test: {first_step}\n{text}"
+        );
+        assert!(
+            text.contains("no cuBLAS") || text.contains("cuBLAS: CUDA"),
+            "cuBLAS not reported before the tests:\n{text}"
+        );
+        let tests = text[plan..]
+            .lines()
+            .filter(|l| l.trim_start().starts_with("tests "))
+            .collect::<Vec<_>>();
+        assert_eq!(tests.len(), 2, "{text}");
+        assert!(
+            tests.iter().all(|l| l.contains("--test-threads=1")),
+            "{text}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn readme_fills_every_placeholder() {
+        for nvrtc in [true, false] {
+            let o = Options { out: None, nvrtc };
+            let r = readme(Path::new("/repo"), Path::new("/repo/gpu-check"), &o);
+            assert!(r.starts_with(MARKER), "{r}");
+            assert!(!r.contains('{') && !r.contains('}'), "{r}");
+            assert!(r.contains("bash gpu-check/run.sh"), "{r}");
+            assert_eq!(r.contains(NVRTC_ARCHIVE), nvrtc, "{r}");
+        }
     }
 
     #[test]

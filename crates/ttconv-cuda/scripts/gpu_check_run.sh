@@ -3,24 +3,34 @@
 # `cargo xtask gpu-check` copies this file as run.sh into the folder it prepares; README.txt there
 # says what the folder holds and how to call it.
 #
-#   bash gpu-check/run.sh [--dry-run] [--force]
+#   bash gpu-check/run.sh [--dry-run] [--force] [--sync-launches]
 #
 # Steps, each under `timeout`, none aborting the run (failures are recorded and the script goes on):
 #   setup    check SHA256SUMS, unpack binaries.tar.xz (and the carried NVRTC), install the tensorly /
-#            tensorly-torch wheels to a private folder, find libnvrtc / libcublas (cuda_libs.py) and
-#            put them on LD_LIBRARY_PATH, TTCONV_REQUIRE_CUDA=1 so that no CUDA test can skip
-#   tests    every ttconv-cuda test binary (equivalence CUDA vs CPU vs oracle, forward and backward)
+#            tensorly-torch wheels to a private folder, choose libnvrtc / libcublas (cuda_libs.py),
+#            make a folder of links to exactly those (unversioned names included) and put it FIRST
+#            on LD_LIBRARY_PATH; says "no cuBLAS" here when there is none; TTCONV_REQUIRE_CUDA=1 so
+#            that no CUDA test can skip
+#   smoke    the smoke test first (allocate, launch, copy back, compare; prints the CUDA library
+#            files the process loaded, from /proc/self/maps): an environment failure shows in
+#            seconds, and the tests and the bench are then skipped (they would fail the same way)
+#   tests    every other ttconv-cuda test binary, one test thread each (--test-threads=1)
 #   bench    gpu_bench: the suite on the GPU, JSON to $OUT/gpu_bench.json
 #   anchor   torch_gpu_anchor.py: TensorLy-Torch and cuDNN on the same cases, $OUT/torch_anchor.json
 #   report   report.py: the final table (also $OUT/report.md), printed LAST
-# The whole run stays under TTC_DEADLINE_S (420 s): later steps keep a reserve, so the table is
-# always printed. Exit status: 0 when every step passed and every target was met, else 1; 2 when
-# there is no GPU (nothing measured; --force runs the steps anyway, as a plumbing test).
+# The whole run stays under TTC_DEADLINE_S (330 s): later steps keep a reserve, so the table is
+# always printed, and a 15-minute device lease has time for a rerun. Exit status: 0 when every
+# step passed and every target was met, else 1; 2 when there is no GPU (nothing measured;
+# --force runs the steps anyway, as a plumbing test).
 #
-# --dry-run: set up, detect the GPU and libraries, print the plan, run nothing else.
+# --dry-run: set up, detect the GPU and libraries, print the library folder and the plan, run
+#   nothing else.
+# --sync-launches: the tests and gpu_bench wait after every kernel launch (the backend's debugging
+#   option, passed as TTCONV_TEST_SYNC_LAUNCHES=1 to the tests and --sync-each-launch to
+#   gpu_bench), so a faulting kernel is named by its own error; timings are then meaningless.
 # Environment: OUT (results folder; default ./out beside this script), TTC_WORK (/tmp/ttconv-gpu-check),
-# TTC_BATCH (32), TTC_BATCH3D (8), TTC_DEADLINE_S (420), TTC_TEST_TIMEOUT_S (120 per binary),
-# TTC_BENCH_TIMEOUT_S (150), TTC_ANCHOR_TIMEOUT_S (150), PYTHON (python3: the one with PyTorch).
+# TTC_BATCH (32), TTC_BATCH3D (8), TTC_DEADLINE_S (330), TTC_TEST_TIMEOUT_S (90 per binary),
+# TTC_BENCH_TIMEOUT_S (120), TTC_ANCHOR_TIMEOUT_S (100), PYTHON (python3: the one with PyTorch).
 set -u
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,10 +38,11 @@ OUT_DIR="${OUT:-${HERE}/out}"
 WORK="${TTC_WORK:-/tmp/ttconv-gpu-check}"
 BATCH="${TTC_BATCH:-32}"
 BATCH3D="${TTC_BATCH3D:-8}"
-DEADLINE_S="${TTC_DEADLINE_S:-420}"
-TEST_TIMEOUT_S="${TTC_TEST_TIMEOUT_S:-120}"
-BENCH_TIMEOUT_S="${TTC_BENCH_TIMEOUT_S:-150}"
-ANCHOR_TIMEOUT_S="${TTC_ANCHOR_TIMEOUT_S:-150}"
+DEADLINE_S="${TTC_DEADLINE_S:-330}"
+SMOKE_TIMEOUT_S=60
+TEST_TIMEOUT_S="${TTC_TEST_TIMEOUT_S:-90}"
+BENCH_TIMEOUT_S="${TTC_BENCH_TIMEOUT_S:-120}"
+ANCHOR_TIMEOUT_S="${TTC_ANCHOR_TIMEOUT_S:-100}"
 REPORT_TIMEOUT_S=30
 # Minimum time kept for the steps after the tests, the bench and the anchor.
 BENCH_MIN_S=60
@@ -42,12 +53,14 @@ export PYTHONUNBUFFERED=1 RUST_BACKTRACE=1 PIP_ROOT_USER_ACTION=ignore PIP_DISAB
 
 DRY_RUN=0
 FORCE=0
+SYNC_LAUNCHES=0
 for arg in "$@"; do
     case "${arg}" in
         --dry-run) DRY_RUN=1 ;;
         --force) FORCE=1 ;;
+        --sync-launches) SYNC_LAUNCHES=1 ;;
         -h | --help)
-            sed -n '2,23p' "${BASH_SOURCE[0]}"
+            sed -n '2,34p' "${BASH_SOURCE[0]}"
             exit 0
             ;;
         *)
@@ -192,17 +205,36 @@ TTC_GPU_COUNT=0
 TTC_GPU_REASON="cuda_libs.py did not run"
 TTC_NVRTC_DIR=""
 TTC_CUBLAS_DIR=""
+TTC_CUBLAS_MAJOR=""
 TTC_NVRTC_WARNING=""
-if libs="$("${PY}" "${HERE}/scripts/cuda_libs.py" "${PREFER[@]}" 2>"${WORK}/cuda_libs.err")"; then
+TTC_LIB_DIR=""
+LIB_DIR="${WORK}/lib"
+if libs="$("${PY}" "${HERE}/scripts/cuda_libs.py" "${PREFER[@]}" --link-dir "${LIB_DIR}" 2>"${WORK}/cuda_libs.err")"; then
     eval "${libs}"
     echo "${libs}" >>"${LOG}"
 fi
 tee -a "${LOG}" <"${WORK}/cuda_libs.err"
-for d in "${TTC_CUBLAS_DIR}" "${TTC_NVRTC_DIR}"; do
-    [ -n "${d}" ] && export LD_LIBRARY_PATH="${d}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
-done
+# The link folder goes FIRST: it holds the unversioned names (libnvrtc.so, libcublas.so,
+# libcublasLt.so) that cudarc tries before the versioned ones, so no copy in the loader cache wins.
+if [ -n "${TTC_LIB_DIR}" ]; then
+    export LD_LIBRARY_PATH="${TTC_LIB_DIR}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
+    say "library folder ${TTC_LIB_DIR} (first on LD_LIBRARY_PATH):"
+    for l in "${TTC_LIB_DIR}"/*; do
+        [ -L "${l}" ] && say "  $(basename "${l}") -> $(readlink "${l}")"
+    done
+else
+    say "library folder: NOT MADE (cuda_libs.py failed; see above)"
+fi
 say "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 [ -n "${TTC_NVRTC_WARNING}" ] && say "WARNING: ${TTC_NVRTC_WARNING}"
+if [ -z "${TTC_NVRTC_DIR}" ]; then
+    say "no NVRTC: no libnvrtc.so.13 found; every CUDA test will fail (the kernels cannot compile)"
+fi
+if [ -z "${TTC_CUBLAS_DIR}" ]; then
+    say "no cuBLAS: neither libcublas.so.13 nor libcublas.so.12 with its libcublasLt was found; every CUDA test will fail with NoCublas"
+else
+    say "cuBLAS: CUDA ${TTC_CUBLAS_MAJOR} from ${TTC_CUBLAS_DIR}"
+fi
 
 HAVE_GPU=0
 if [ "${TTC_GPU_COUNT}" -gt 0 ] 2>/dev/null; then
@@ -213,16 +245,26 @@ else
     say "NO GPU: ${TTC_GPU_REASON}"
 fi
 
+SMOKE="${WORK}/payload/tests/smoke"
 TESTS=()
-for t in "${WORK}"/payload/tests/*; do [ -x "${t}" ] && TESTS+=("${t}"); done
+for t in "${WORK}"/payload/tests/*; do
+    [ -x "${t}" ] && [ "${t}" != "${SMOKE}" ] && TESTS+=("${t}")
+done
+TEST_ARGS=(-q --test-threads=1)
 BENCH=("${WORK}/payload/bin/gpu_bench" --json "${OUT_DIR}/gpu_bench.json" --batch "${BATCH}" --batch3d "${BATCH3D}")
+if ((SYNC_LAUNCHES)); then
+    export TTCONV_TEST_SYNC_LAUNCHES=1
+    BENCH+=(--sync-each-launch)
+    say "--sync-launches: every kernel launch is followed by a synchronize (tests and gpu_bench)"
+fi
 ANCHOR=("${PY}" "${HERE}/scripts/torch_gpu_anchor.py" --out "${OUT_DIR}/torch_anchor.json" --batch "${BATCH}" --batch3d "${BATCH3D}")
 REPORT=("${PY}" "${HERE}/scripts/report.py" --ours "${OUT_DIR}/gpu_bench.json" --anchor "${OUT_DIR}/torch_anchor.json" --md "${OUT_DIR}/report.md")
 
 plan() {
-    say "plan:"
+    say "plan (deadline ${DEADLINE_S} s):"
+    say "  smoke   ${SMOKE} --test-threads=1 --nocapture   (timeout ${SMOKE_TIMEOUT_S} s; first)"
     local t
-    for t in "${TESTS[@]}"; do say "  tests   ${t} -q   (timeout ${TEST_TIMEOUT_S} s)"; done
+    for t in "${TESTS[@]}"; do say "  tests   ${t} ${TEST_ARGS[*]}   (timeout ${TEST_TIMEOUT_S} s)"; done
     say "  bench   ${BENCH[*]}   (timeout ${BENCH_TIMEOUT_S} s)"
     say "  anchor  ${ANCHOR[*]}   (timeout ${ANCHOR_TIMEOUT_S} s)"
     say "  report  ${REPORT[*]}"
@@ -245,11 +287,25 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Tests, bench, anchor
 # ---------------------------------------------------------------------------------------------
-for t in "${TESTS[@]}"; do
-    run_step "test $(basename "${t}")" "${TEST_TIMEOUT_S}" $((BENCH_MIN_S + ANCHOR_MIN_S + REPORT_MIN_S)) "${t}" -q
-done
+LATER_MIN_S=$((BENCH_MIN_S + ANCHOR_MIN_S + REPORT_MIN_S))
+nfailed=${#FAILED[@]}
+if [ -x "${SMOKE}" ]; then
+    run_step "smoke" "${SMOKE_TIMEOUT_S}" "${LATER_MIN_S}" "${SMOKE}" --test-threads=1 --nocapture
+else
+    say "=== [smoke] MISSING: ${SMOKE} is not in the binaries"
+    record "smoke" "FAILED (missing)" 0
+fi
 rm -f "${OUT_DIR}/gpu_bench.json" "${OUT_DIR}/torch_anchor.json"
-run_step "bench" "${BENCH_TIMEOUT_S}" $((ANCHOR_MIN_S + REPORT_MIN_S)) "${BENCH[@]}"
+if ((${#FAILED[@]} > nfailed)); then
+    say "=== the smoke test failed: the CUDA environment does not work, so the tests and gpu_bench are skipped (they would fail the same way); fix the environment (see the smoke output above) and rerun"
+    for t in "${TESTS[@]}"; do record "test $(basename "${t}")" "skipped (smoke failed)" 0; done
+    record "bench" "skipped (smoke failed)" 0
+else
+    for t in "${TESTS[@]}"; do
+        run_step "test $(basename "${t}")" "${TEST_TIMEOUT_S}" "${LATER_MIN_S}" "${t}" "${TEST_ARGS[@]}"
+    done
+    run_step "bench" "${BENCH_TIMEOUT_S}" $((ANCHOR_MIN_S + REPORT_MIN_S)) "${BENCH[@]}"
+fi
 run_step "anchor" "${ANCHOR_TIMEOUT_S}" "${REPORT_MIN_S}" "${ANCHOR[@]}"
 
 # ---------------------------------------------------------------------------------------------

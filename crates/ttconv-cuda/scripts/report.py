@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Final table of the GPU check: ttconv-cuda's `gpu_bench` JSON against the PyTorch anchor JSON
-(`torch_gpu_anchor.py`), per case and as geometric means against the targets of issue 6:
+(`torch_gpu_anchor.py`), per case and as geometric means against these targets:
 
   * factorized forward at least 2x faster than TensorLy-Torch's factorized forward (geomean of
     tltorch ms / ours ms),
   * reconstructed forward at least 0.8x the speed of PyTorch's dense conv (cuDNN, FP32, default
     algorithm choice; geomean of cudnn ms / ours ms),
   * max relative difference from the CPU backend under 1e-4 (max |cuda - cpu| / max |cpu| of the
-    forward outputs, both implementations, all cases).
+    forward outputs, both implementations, all cases),
+  * the backward (input and core gradients, both implementations) within its own tolerance per
+    case: gpu_bench's `bwd_tol`, the forward's 1e-4 scaled by sqrt(summed length / 1024) for
+    gradients that sum over batch x positions (see `tol_for_len` in gpu_bench.rs).
 
     python3 report.py --ours gpu_bench.json --anchor torch_anchor.json [--md report.md]
 
@@ -109,9 +112,10 @@ def main():
     out("")
     out("| case | batch | ours fact | tltorch fact | speedup | ours rec | cuDNN dense | rec vs cuDNN "
         "| cuDNN autotuned | ours rec TF32 | cuDNN TF32 | ours fact f+b | tltorch fact f+b "
-        "| cuDNN f+b | max rel diff vs CPU |")
-    out("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        "| cuDNN f+b | max rel diff vs CPU | bwd rel diff (tol) |")
+    out("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     fact_ratios, rec_ratios, rec_auto_ratios, diffs = [], [], [], []
+    bwd_fail, bwd_checked = [], 0
     for n in names:
         o, a = ours_cases.get(n), anchor_cases.get(n)
         ob, ab = (o or {}).get("batch"), (a or {}).get("batch")
@@ -133,10 +137,15 @@ def main():
         d = chk.get("max_fwd_rel_diff")
         if o is not None:
             diffs.append(d if d is not None else math.inf)
+        bd, bt = chk.get("max_bwd_rel_diff"), chk.get("bwd_tol")
+        if o is not None:
+            bwd_checked += 1
+            if bd is None or bt is None or not bd < bt:
+                bwd_fail.append(n)
         out(f"| {n} | {batch} | {ms(of)} | {ms(tf)} | {x(fr)} | {ms(orc)} | {ms(dn)} | {x(rr)} "
             f"| {ms(da)} | {ms(median(o, 'rec_fwd_tf32'))} | {ms(median(a, 'dense_fwd_tf32'))} "
             f"| {ms(median(o, 'fact_fwd_bwd'))} | {ms(median(a, 'tl_fact_fwd_bwd'))} "
-            f"| {ms(median(a, 'dense_fwd_bwd'))} | {sci(d)} |")
+            f"| {ms(median(a, 'dense_fwd_bwd'))} | {sci(d)} | {sci(bd)} ({sci(bt)}) |")
         for who, c in (("ours", o), ("anchor", a)):
             err = (c or {}).get("error") or (c or {}).get("errors")
             if err:
@@ -171,12 +180,17 @@ def main():
     out(f"- max relative difference from the CPU backend (forward, both implementations, "
         f"{len(diffs)} cases): {sci(worst)} (target < {TARGET_DIFF:.0e}): "
         f"{verdict(worst, met_diff, len(diffs))}")
+    ok_bwd = bool(names) and not bwd_fail and bwd_checked == len(names)
+    out(f"- backward vs the CPU backend (input and core gradients, both implementations, "
+        f"{bwd_checked} cases, each against its summed-length tolerance): "
+        f"{'PASS' if ok_bwd else 'FAIL' if bwd_fail else 'INCOMPLETE' if bwd_checked else 'NO DATA'}"
+        + (f" (outside: {', '.join(bwd_fail)})" if bwd_fail else ""))
     if not complete:
         out("- some cases lack a measurement: see the notes")
     for note in notes:
         out(f"- note: {note}")
     on_gpu = not any(d and d.get("device", {}).get("backend") == "cpu" for d in (ours, anchor))
-    all_ok = ok_fact and ok_rec and ok_diff and on_gpu
+    all_ok = ok_fact and ok_rec and ok_diff and ok_bwd and on_gpu
     out(f"- overall: {'ALL TARGETS MET' if all_ok else 'NOT ALL TARGETS MET'}")
 
     text = "\n".join(lines) + "\n"

@@ -34,7 +34,7 @@ import sys
 import time
 
 # name, in, out, spatial, kernel (per mode), stride, padding, rank spec: the nine cases of
-# shared/anchors/README.md, in its order. The batch comes from the command line.
+# the default suite (gpu_bench.rs), in its order. The batch comes from the command line.
 SUITE = [
     ("2d_c64_s56_r16", 64, 64, (56, 56), 3, 1, 1, 16),
     ("2d_c64_s56_r0.1", 64, 64, (56, 56), 3, 1, 1, 0.1),

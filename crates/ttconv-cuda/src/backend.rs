@@ -13,8 +13,10 @@ use std::sync::Arc;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use ttconv::{AxisGeometry, Backend};
 
+use crate::compile::CompileTarget;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::exec::Exec;
 use crate::tensor::{CudaTensor, CudaWeights, DeviceArray};
 
 /// Default bound on the scratch memory (im2col columns and per-batch partial products) one call
@@ -30,6 +32,7 @@ pub struct CudaBackend {
     pub(crate) dev: Arc<Device>,
     pub(crate) allow_tf32: bool,
     pub(crate) workspace_elems: usize,
+    pub(crate) sync_each_launch: bool,
 }
 
 impl CudaBackend {
@@ -51,6 +54,7 @@ impl CudaBackend {
             dev: Device::get(ordinal)?,
             allow_tf32: false,
             workspace_elems: DEFAULT_WORKSPACE_ELEMS,
+            sync_each_launch: false,
         })
     }
 
@@ -68,6 +72,20 @@ impl CudaBackend {
         self
     }
 
+    /// A debugging mode, off by default: waits for the stream after every kernel launch and
+    /// GEMM, so that a kernel that faults is reported by its own call ([`Error::LaunchFault`]
+    /// names it) instead of by whichever later call synchronizes first. Much slower: use it to
+    /// find a fault, not to time.
+    pub fn with_sync_after_each_launch(mut self, on: bool) -> Self {
+        self.sync_each_launch = on;
+        self
+    }
+
+    /// Whether [`Self::with_sync_after_each_launch`] is on.
+    pub fn syncs_after_each_launch(&self) -> bool {
+        self.sync_each_launch
+    }
+
     /// The device ordinal.
     pub fn ordinal(&self) -> usize {
         self.dev.ordinal
@@ -78,14 +96,30 @@ impl CudaBackend {
         &self.dev.name
     }
 
-    /// The virtual architecture the kernels were compiled for (e.g. `compute_90`).
-    pub fn arch(&self) -> &str {
-        &self.dev.arch
+    /// The architecture the kernels were compiled for: `sm_XY`, the device's own (a CUBIN the
+    /// driver loads as it is), or `compute_XY` (PTX the driver compiles, for a device newer
+    /// than the loaded NVRTC).
+    pub fn arch(&self) -> String {
+        self.dev.target.arch()
+    }
+
+    /// What the kernels were compiled to ([`CompileTarget`]).
+    pub fn compile_target(&self) -> CompileTarget {
+        self.dev.target
     }
 
     /// Waits until every operation enqueued so far has finished (for timing).
     pub fn synchronize(&self) -> ttconv::Result<()> {
         self.wrap(self.dev.synchronize())
+    }
+
+    /// The device and this backend's options, as every launcher and GEMM takes them.
+    pub(crate) fn exec(&self) -> Exec<'_> {
+        Exec {
+            dev: &self.dev,
+            tf32: self.allow_tf32,
+            sync_each_launch: self.sync_each_launch,
+        }
     }
 
     pub(crate) fn wrap<T>(&self, r: Result<T>) -> ttconv::Result<T> {

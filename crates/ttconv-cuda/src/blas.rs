@@ -11,8 +11,8 @@ use cudarc::cublas::result as cublas_result;
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
 
-use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::exec::Exec;
 
 /// Converts a size to the 32-bit integer cuBLAS takes, or explains why it cannot.
 pub(crate) fn to_i32(v: usize, what: &str) -> Result<i32> {
@@ -54,8 +54,7 @@ fn extent(rows: usize, cols: usize, ld: usize, stride: usize, batch: usize) -> u
 impl BatchedGemm {
     fn run(
         &self,
-        dev: &Device,
-        tf32: bool,
+        ex: &Exec<'_>,
         a: &CudaView<'_, f32>,
         b: &CudaView<'_, f32>,
         c: &mut CudaViewMut<'_, f32>,
@@ -95,7 +94,7 @@ impl BatchedGemm {
                 cublasOperation_t::CUBLAS_OP_N
             }
         };
-        let compute = if tf32 {
+        let compute = if ex.tf32 {
             cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32
         } else {
             cublasComputeType_t::CUBLAS_COMPUTE_32F
@@ -114,6 +113,7 @@ impl BatchedGemm {
         let alpha = 1.0f32;
         let beta = self.beta;
 
+        let dev = ex.dev;
         let blas = dev.blas.lock().unwrap_or_else(|p| p.into_inner());
         dev.bind()?;
         let (pa, _ra) = a.device_ptr(&dev.stream);
@@ -150,7 +150,8 @@ impl BatchedGemm {
                 cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         }
-        .map_err(|e| Error::cublas("strided batched gemm", e))
+        .map_err(|e| Error::cublas("strided batched gemm", e))?;
+        ex.after_launch("strided batched gemm")
     }
 }
 
@@ -158,8 +159,7 @@ impl BatchedGemm {
 /// `W^T` when `transpose` and `W` otherwise, `x_b` is `(K, m)` and `out_b` is `(R, m)` where
 /// `op(W)` is `(R, K)`; `x` and `out` hold the `batch` matrices contiguously.
 pub(crate) fn left_mul(
-    dev: &Device,
-    tf32: bool,
+    ex: &Exec<'_>,
     w: &CudaView<'_, f32>,
     (w_rows, w_cols): (usize, usize),
     transpose: bool,
@@ -168,7 +168,7 @@ pub(crate) fn left_mul(
     m: usize,
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    left_mul_spec((w_rows, w_cols), transpose, batch, m).run(dev, tf32, x, w, out)
+    left_mul_spec((w_rows, w_cols), transpose, batch, m).run(ex, x, w, out)
 }
 
 /// The SGEMM of [`left_mul`], with `x` as cuBLAS's A and `W` as its B.
@@ -206,8 +206,7 @@ fn left_mul_spec(
 /// `out_b = A_b B_b^T` for `b < batch`, all row-major: `A_b` is `(p, m)`, `B_b` is `(r, m)` and
 /// `out_b` is `(p, r)`; `beta = 1` adds to `out` instead of overwriting it.
 pub(crate) fn batched_nt(
-    dev: &Device,
-    tf32: bool,
+    ex: &Exec<'_>,
     a: &CudaView<'_, f32>,
     p: usize,
     b: &CudaView<'_, f32>,
@@ -217,7 +216,7 @@ pub(crate) fn batched_nt(
     out: &mut CudaViewMut<'_, f32>,
     accumulate: bool,
 ) -> Result<()> {
-    batched_nt_spec(p, r, batch, m, accumulate).run(dev, tf32, b, a, out)
+    batched_nt_spec(p, r, batch, m, accumulate).run(ex, b, a, out)
 }
 
 /// The SGEMM of [`batched_nt`], with `B` as cuBLAS's A and `A` as its B.

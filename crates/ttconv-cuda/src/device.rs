@@ -10,6 +10,7 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::CUresult;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 
+use crate::compile::{self, CompileTarget};
 use crate::error::{Error, Result};
 use crate::kernels;
 
@@ -29,7 +30,8 @@ pub(crate) struct Kernels {
 pub(crate) struct Device {
     pub ordinal: usize,
     pub name: String,
-    pub arch: String,
+    /// What the kernels were compiled to (a CUBIN for the device, or PTX).
+    pub target: CompileTarget,
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
     /// cuBLAS handles are not safe to use from two threads at once.
@@ -42,7 +44,7 @@ impl fmt::Debug for Device {
         f.debug_struct("Device")
             .field("ordinal", &self.ordinal)
             .field("name", &self.name)
-            .field("arch", &self.arch)
+            .field("target", &self.target)
             .finish_non_exhaustive()
     }
 }
@@ -115,7 +117,7 @@ impl Device {
         if ordinal >= count {
             return Err(Error::NoDevice { ordinal, count });
         }
-        if !kernels::nvrtc_available() {
+        if !compile::nvrtc_available() {
             return Err(Error::NoNvrtc);
         }
         if !cublas_available() {
@@ -135,19 +137,22 @@ impl Device {
         let (major, minor) = ctx
             .compute_capability()
             .map_err(|e| Error::driver("compute capability", e))?;
-        let arch = kernels::arch_for(major, minor);
+        let target =
+            CompileTarget::for_device(major * 10 + minor, &compile::nvrtc_supported_archs())?;
 
         let mut funcs: HashMap<&'static str, CudaFunction> = HashMap::new();
         for (module_name, src) in kernels::kernel_sources() {
-            let ptx = kernels::compile_one(module_name, src, &arch)?;
-            let module = ctx.load_module(ptx).map_err(|e| {
+            let image = compile::compile(module_name, src, target)?;
+            let module = ctx.load_module(image.into_loadable()).map_err(|e| {
                 if e.0 == CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION {
                     Error::Unsupported(format!(
                         "the driver cannot load PTX from this NVRTC (newer than the driver); \
                          use an NVRTC not newer than the driver's CUDA version ({e})"
                     ))
+                } else if matches!(target, CompileTarget::Cubin(_)) {
+                    Error::driver("CUBIN module load", e)
                 } else {
-                    Error::driver("module load", e)
+                    Error::driver("PTX module load", e)
                 }
             })?;
             for &fname in kernels::kernel_names(module_name) {
@@ -176,7 +181,7 @@ impl Device {
         Ok(Device {
             ordinal,
             name,
-            arch,
+            target,
             ctx,
             stream,
             blas: Mutex::new(blas),

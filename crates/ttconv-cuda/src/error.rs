@@ -4,7 +4,6 @@ use cudarc::cublas::result::CublasError;
 use cudarc::cublas::sys::cublasStatus_t;
 use cudarc::driver::DriverError;
 use cudarc::driver::sys::CUresult;
-use cudarc::nvrtc::CompileError;
 
 /// Everything that can go wrong in the CUDA backend.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +19,9 @@ pub enum Error {
     NoNvrtc,
     /// The cuBLAS library (`libcublas`) cannot be loaded.
     #[error(
-        "no cuBLAS: libcublas could not be loaded (install the CUDA toolkit or the \
-         `nvidia-cublas` wheel and put its lib folder on LD_LIBRARY_PATH)"
+        "no cuBLAS: libcublas could not be loaded (libcublas.so, .so.13 or .so.12 with its \
+         libcublasLt: install the CUDA toolkit or the `nvidia-cublas` wheel and put its lib \
+         folder on LD_LIBRARY_PATH)"
     )]
     NoCublas,
     /// The driver library loads but does not initialise (e.g. a driver older than the CUDA
@@ -43,6 +43,16 @@ pub enum Error {
     #[error("CUDA driver error during {op}: {source}")]
     Driver {
         /// What the backend was doing.
+        op: &'static str,
+        /// The driver's error.
+        source: DriverError,
+    },
+    /// In the synchronize-after-every-launch mode
+    /// ([`crate::CudaBackend::with_sync_after_each_launch`]): the stream failed right after
+    /// `op` was enqueued, and every earlier launch had completed, so `op` is the culprit.
+    #[error("CUDA error in {op} (the stream was synchronized right after this launch): {source}")]
+    LaunchFault {
+        /// The kernel or GEMM that was launched.
         op: &'static str,
         /// The driver's error.
         source: DriverError,
@@ -99,22 +109,6 @@ impl Error {
         } else {
             Error::Cublas { op, source }
         }
-    }
-
-    /// Wraps an NVRTC compile error of module `kernel`, keeping NVRTC's log.
-    pub fn compile(kernel: &'static str, err: CompileError) -> Self {
-        let log = match err {
-            CompileError::CompileError {
-                nvrtc,
-                options,
-                log,
-            } => format!(
-                "{nvrtc:?} with options {options:?}\n{}",
-                log.to_string_lossy()
-            ),
-            other => format!("{other:?}"),
-        };
-        Error::Compile { kernel, log }
     }
 
     /// Whether this error only says that CUDA is not usable on this machine (no driver, a

@@ -1,15 +1,14 @@
-//! CUDA C++ sources of every kernel of the backend and their NVRTC compilation.
+//! CUDA C++ sources of every kernel of the backend.
 //!
-//! The sources are plain strings, compiled at run time by NVRTC for the device's architecture
-//! (once per process and device, when a [`crate::CudaBackend`] first opens it). [`compile_all_to_ptx`] compiles them for
-//! any architecture without a GPU, so a test can check them wherever `libnvrtc` loads.
+//! The sources are plain strings, compiled at run time by NVRTC (`compile.rs`) for the device's
+//! architecture, once per process and device, when a [`crate::CudaBackend`] first opens it;
+//! [`crate::compile_all_to_cubin`] and [`crate::compile_all_to_ptx`] compile them for any
+//! architecture without a GPU, so a test can check them wherever `libnvrtc` loads.
 //!
 //! Layout conventions shared with the Rust side: every tensor is f32, row-major, activations
 //! `(batch, channels, D_1..D_d)`. Offsets are computed in 64-bit integers.
 
 use cudarc::driver::DeviceRepr;
-
-use crate::error::{Error, Result};
 
 /// The most spatial modes the dense convolution kernels (`im2col`, `col2im`) take.
 pub const MAX_DIMS: usize = 8;
@@ -73,17 +72,18 @@ extern "C" __global__ void ttc_sum_batches(const float* __restrict__ ws, float* 
 }
 
 // gb[o] = sum_{b, m} gy[(b * channels + o) * inner + m]; one block per channel o,
-// blockDim.x a power of two <= 1024.
+// blockDim.x a power of two <= 1024. The batch loop sits outside the position loop, so each
+// element costs one load and one add (no 64-bit division to split a flat index).
 extern "C" __global__ void ttc_bias_grad(const float* __restrict__ gy, float* __restrict__ gb,
                                          int batch, int channels, long long inner) {
     __shared__ float partial[1024];
     const int o = blockIdx.x;
-    const long long count = (long long)batch * inner;
     float acc = 0.0f;
-    for (long long j = threadIdx.x; j < count; j += blockDim.x) {
-        const long long b = j / inner;
-        const long long m = j - b * inner;
-        acc += gy[(b * channels + o) * inner + m];
+    for (int b = 0; b < batch; ++b) {
+        const float* row = gy + ((long long)b * channels + o) * inner;
+        for (long long m = threadIdx.x; m < inner; m += blockDim.x) {
+            acc += row[m];
+        }
     }
     partial[threadIdx.x] = acc;
     __syncthreads();
@@ -349,77 +349,6 @@ pub(crate) fn kernel_names(module: &str) -> &'static [&'static str] {
         "im2col" => &["ttc_im2col", "ttc_col2im"],
         _ => &[],
     }
-}
-
-/// Whether `libnvrtc` can be loaded by the dynamic loader (so that compiling cannot panic).
-pub fn nvrtc_available() -> bool {
-    // SAFETY: `is_culib_present` only tries `dlopen` on a list of library names and drops the
-    // handles; it has no preconditions.
-    unsafe { cudarc::nvrtc::sys::is_culib_present() }
-}
-
-/// Compiles one source for `arch` (a virtual architecture such as `compute_90`).
-pub(crate) fn compile_one(name: &'static str, src: &str, arch: &str) -> Result<cudarc::nvrtc::Ptx> {
-    if !nvrtc_available() {
-        return Err(Error::NoNvrtc);
-    }
-    let opts = cudarc::nvrtc::CompileOptions {
-        name: Some(format!("{name}.cu")),
-        options: vec![
-            format!("--gpu-architecture={arch}"),
-            "--std=c++17".to_string(),
-        ],
-        ..Default::default()
-    };
-    cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| Error::compile(name, e))
-}
-
-/// Compiles every source of [`kernel_sources`] to PTX for `arch` (e.g. `"compute_90"`) and
-/// returns `(module name, PTX text)` pairs. Needs `libnvrtc` only, no GPU and no driver.
-///
-/// # Errors
-/// [`Error::NoNvrtc`] when `libnvrtc` cannot be loaded, [`Error::Compile`] with NVRTC's log when
-/// a source does not compile.
-pub fn compile_all_to_ptx(arch: &str) -> Result<Vec<(&'static str, String)>> {
-    kernel_sources()
-        .into_iter()
-        .map(|(name, src)| Ok((name, compile_one(name, src, arch)?.to_src())))
-        .collect()
-}
-
-/// The virtual architectures (`compute_XY` as the number `10 * X + Y`) the loaded NVRTC can
-/// target, ascending; empty when NVRTC is absent or does not answer.
-pub fn nvrtc_supported_archs() -> Vec<i32> {
-    if !nvrtc_available() {
-        return Vec::new();
-    }
-    let mut count: std::ffi::c_int = 0;
-    // SAFETY: NVRTC is loadable (checked above); the call writes one int through a valid pointer.
-    let status = unsafe { cudarc::nvrtc::sys::nvrtcGetNumSupportedArchs(&mut count) };
-    if status != cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS || count <= 0 {
-        return Vec::new();
-    }
-    let mut archs = vec![0 as std::ffi::c_int; count as usize];
-    // SAFETY: `archs` holds exactly `count` ints, the number NVRTC just reported.
-    let status = unsafe { cudarc::nvrtc::sys::nvrtcGetSupportedArchs(archs.as_mut_ptr()) };
-    if status != cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
-        return Vec::new();
-    }
-    archs.sort_unstable();
-    archs
-}
-
-/// The architecture string to compile for on a device of compute capability `(major, minor)`:
-/// the newest virtual architecture NVRTC supports that is not newer than the device (PTX is
-/// forward compatible), or the device's own when NVRTC does not list its architectures.
-pub(crate) fn arch_for(major: i32, minor: i32) -> String {
-    let device = major * 10 + minor;
-    let chosen = nvrtc_supported_archs()
-        .into_iter()
-        .filter(|&a| a <= device)
-        .max()
-        .unwrap_or(device);
-    format!("compute_{chosen}")
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 use cudarc::driver::{CudaFunction, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 
 use crate::blas::to_i32;
-use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::exec::Exec;
 use crate::kernels::{CHANNEL_TILE, CONV_ALONG_BLOCK, ConvGeom};
 
 /// Threads per block of the element-wise (grid-stride) kernels.
@@ -29,16 +29,9 @@ fn grid_stride(n: usize) -> LaunchConfig {
     }
 }
 
-fn launched(
-    r: std::result::Result<Option<impl Sized>, cudarc::driver::DriverError>,
-    op: &'static str,
-) -> Result<()> {
-    r.map(|_| ()).map_err(|e| Error::driver(op, e))
-}
-
 /// `y[i] += bias[(i / inner) % channels]` for `i < y.len()`.
 pub(crate) fn add_bias(
-    dev: &Device,
+    ex: &Exec<'_>,
     y: &mut CudaViewMut<'_, f32>,
     bias: &CudaView<'_, f32>,
     channels: usize,
@@ -53,8 +46,9 @@ pub(crate) fn add_bias(
     // SAFETY: signature (float*, const float*, long long, int, long long) matches
     // `ttc_add_bias`; it writes y[i] for i < n = y.len() and reads bias[< channels].
     let r = unsafe {
-        dev.stream
-            .launch_builder(&dev.kernels.add_bias)
+        ex.dev
+            .stream
+            .launch_builder(&ex.dev.kernels.add_bias)
             .arg(y)
             .arg(bias)
             .arg(&n_arg)
@@ -62,12 +56,12 @@ pub(crate) fn add_bias(
             .arg(&inner_arg)
             .launch(grid_stride(n))
     };
-    launched(r, "bias kernel")
+    ex.launched(r, "bias kernel")
 }
 
 /// `out[i] = (accumulate ? out[i] : 0) + sum_{b < batches} ws[b * n + i]`, `n = out.len()`.
 pub(crate) fn sum_batches(
-    dev: &Device,
+    ex: &Exec<'_>,
     ws: &CudaView<'_, f32>,
     out: &mut CudaViewMut<'_, f32>,
     batches: usize,
@@ -82,8 +76,9 @@ pub(crate) fn sum_batches(
     // SAFETY: signature (const float*, float*, int, long long, int) matches `ttc_sum_batches`;
     // it reads ws[< batches * n] and reads/writes out[< n].
     let r = unsafe {
-        dev.stream
-            .launch_builder(&dev.kernels.sum_batches)
+        ex.dev
+            .stream
+            .launch_builder(&ex.dev.kernels.sum_batches)
             .arg(ws)
             .arg(out)
             .arg(&b_arg)
@@ -91,12 +86,12 @@ pub(crate) fn sum_batches(
             .arg(&acc_arg)
             .launch(grid_stride(n))
     };
-    launched(r, "batch reduction kernel")
+    ex.launched(r, "batch reduction kernel")
 }
 
 /// `gb[o] = sum_{b, m} gy[b, o, m]` with `gy` `(batch, channels, inner)`.
 pub(crate) fn bias_grad(
-    dev: &Device,
+    ex: &Exec<'_>,
     gy: &CudaView<'_, f32>,
     gb: &mut CudaViewMut<'_, f32>,
     batch: usize,
@@ -121,8 +116,9 @@ pub(crate) fn bias_grad(
     // one block per channel, BLOCK (a power of two <= 1024) threads as its static shared
     // array requires; it reads gy[< batch * channels * inner] and writes gb[< channels].
     let r = unsafe {
-        dev.stream
-            .launch_builder(&dev.kernels.bias_grad)
+        ex.dev
+            .stream
+            .launch_builder(&ex.dev.kernels.bias_grad)
             .arg(gy)
             .arg(gb)
             .arg(&b_arg)
@@ -130,7 +126,7 @@ pub(crate) fn bias_grad(
             .arg(&inner_arg)
             .launch(cfg)
     };
-    launched(r, "bias gradient kernel")
+    ex.launched(r, "bias gradient kernel")
 }
 
 /// Sizes of a 1-D convolution along one axis of a `(batch, channels, outer, len, inner)` view.
@@ -228,7 +224,7 @@ impl AlongArgs {
 
 /// `y[b, s, o, p, i] = sum_{a, t} core[a, t, s] x[b, a, o, p * stride + t * dil - pad, i]`.
 pub(crate) fn conv_along_fwd(
-    dev: &Device,
+    ex: &Exec<'_>,
     x: &CudaView<'_, f32>,
     core: &CudaView<'_, f32>,
     y: &mut CudaViewMut<'_, f32>,
@@ -244,9 +240,9 @@ pub(crate) fn conv_along_fwd(
     // The kernel reads x at in-range positions only (it tests 0 <= ip < len), reads
     // core[< r_in * k * r_out] and writes y[< batch * r_out * outer * len_out * inner]: covered by
     // the assertions above.
-    let kernel = &dev.kernels.conv_along_fwd;
+    let kernel = &ex.dev.kernels.conv_along_fwd;
     launch_along(
-        dev,
+        ex,
         kernel,
         x,
         core,
@@ -260,7 +256,7 @@ pub(crate) fn conv_along_fwd(
 
 /// The transposed 1-D convolution (input gradient of [`conv_along_fwd`]) into `gx`.
 pub(crate) fn conv_along_bwd_input(
-    dev: &Device,
+    ex: &Exec<'_>,
     gy: &CudaView<'_, f32>,
     core: &CudaView<'_, f32>,
     gx: &mut CudaViewMut<'_, f32>,
@@ -275,9 +271,9 @@ pub(crate) fn conv_along_bwd_input(
     let (cfg, chunk) = along_config(positions, d.r_in, d.r_out, d.k)?;
     // The kernel reads gy at 0 <= p < len_out only, core[< r_in * k * r_out], and writes
     // gx[< batch * r_in * outer * len * inner]: covered by the assertions above.
-    let kernel = &dev.kernels.conv_along_bwd_input;
+    let kernel = &ex.dev.kernels.conv_along_bwd_input;
     let op = "transposed 1-D convolution kernel";
-    launch_along(dev, kernel, gy, core, gx, d, cfg, chunk, op)
+    launch_along(ex, kernel, gy, core, gx, d, cfg, chunk, op)
 }
 
 /// Launches one of the two 1-D convolution kernels, which share their parameter list: three float
@@ -285,7 +281,7 @@ pub(crate) fn conv_along_bwd_input(
 /// inner (long long), len_out, k, stride, dilation, padding, chunk (int). The caller has checked
 /// that every buffer covers what the kernel reads and writes for `d`; `op` names it in errors.
 fn launch_along(
-    dev: &Device,
+    ex: &Exec<'_>,
     kernel: &CudaFunction,
     input: &CudaView<'_, f32>,
     core: &CudaView<'_, f32>,
@@ -301,7 +297,8 @@ fn launch_along(
     // the buffers are large enough (the caller's assertions); the dynamic shared memory of `cfg`
     // holds chunk * k * CHANNEL_TILE floats as the kernels stage them (`along_config`).
     let r = unsafe {
-        dev.stream
+        ex.dev
+            .stream
             .launch_builder(kernel)
             .arg(input)
             .arg(core)
@@ -320,7 +317,7 @@ fn launch_along(
             .arg(&chunk)
             .launch(cfg)
     };
-    launched(r, op)
+    ex.launched(r, op)
 }
 
 /// Products of the spatial sizes of `g`: `(taps, output positions, input positions)`.
@@ -332,7 +329,7 @@ fn geom_counts(g: &ConvGeom) -> (usize, usize, usize) {
 
 /// `col (nb, channels * taps, M)` from `x (nb, channels, in_sp)` (zero outside the input).
 pub(crate) fn im2col(
-    dev: &Device,
+    ex: &Exec<'_>,
     x: &CudaView<'_, f32>,
     col: &mut CudaViewMut<'_, f32>,
     g: &ConvGeom,
@@ -351,8 +348,9 @@ pub(crate) fn im2col(
     // col[< nb * channels * taps * M] and reads x only at in-range positions of the
     // nb * channels input planes, covered by the assertion above.
     let r = unsafe {
-        dev.stream
-            .launch_builder(&dev.kernels.im2col)
+        ex.dev
+            .stream
+            .launch_builder(&ex.dev.kernels.im2col)
             .arg(x)
             .arg(col)
             .arg(g)
@@ -360,12 +358,12 @@ pub(crate) fn im2col(
             .arg(&nb_arg)
             .launch(grid_stride(n))
     };
-    launched(r, "im2col kernel")
+    ex.launched(r, "im2col kernel")
 }
 
 /// The adjoint of [`im2col`]: `gx (nb, channels, in_sp)` summed from `col`.
 pub(crate) fn col2im(
-    dev: &Device,
+    ex: &Exec<'_>,
     col: &CudaView<'_, f32>,
     gx: &mut CudaViewMut<'_, f32>,
     g: &ConvGeom,
@@ -383,8 +381,9 @@ pub(crate) fn col2im(
     // `ttc_col2im`; it writes gx[< nb * channels * prod(in_sp)] and reads col only at
     // 0 <= p < out_sp, i.e. below nb * channels * taps * M, covered by the assertion above.
     let r = unsafe {
-        dev.stream
-            .launch_builder(&dev.kernels.col2im)
+        ex.dev
+            .stream
+            .launch_builder(&ex.dev.kernels.col2im)
             .arg(col)
             .arg(gx)
             .arg(g)
@@ -392,5 +391,5 @@ pub(crate) fn col2im(
             .arg(&nb_arg)
             .launch(grid_stride(n))
     };
-    launched(r, "col2im kernel")
+    ex.launched(r, "col2im kernel")
 }

@@ -34,8 +34,7 @@ impl CudaBackend {
         let m: usize = sp.iter().product();
         let mut out = self.alloc(activation_shape(batch, cout, sp))?;
         blas::left_mul(
-            &self.dev,
-            self.allow_tf32,
+            &self.exec(),
             &w.view(),
             (cin, cout),
             true,
@@ -45,7 +44,7 @@ impl CudaBackend {
             &mut out.view_mut(),
         )?;
         if let Some(b) = bias {
-            launch::add_bias(&self.dev, &mut out.view_mut(), &b.view(), cout, m)?;
+            launch::add_bias(&self.exec(), &mut out.view_mut(), &b.view(), cout, m)?;
         }
         Ok(out)
     }
@@ -67,8 +66,7 @@ impl CudaBackend {
         let m: usize = sp.iter().product();
         let mut gx = self.alloc(activation_shape(batch, cin, sp))?;
         blas::left_mul(
-            &self.dev,
-            self.allow_tf32,
+            &self.exec(),
             &w.view(),
             (cin, cout),
             false,
@@ -158,7 +156,13 @@ impl CudaBackend {
         shape[1] = d.r_out;
         shape[axis + 2] = d.len_out;
         let mut out = self.alloc(shape)?;
-        launch::conv_along_fwd(&self.dev, &x.view(), &core.view(), &mut out.view_mut(), &d)?;
+        launch::conv_along_fwd(
+            &self.exec(),
+            &x.view(),
+            &core.view(),
+            &mut out.view_mut(),
+            &d,
+        )?;
         Ok(out)
     }
 
@@ -208,7 +212,13 @@ impl CudaBackend {
         }
         debug_assert_eq!(d.batch, batch);
         let mut gx = self.alloc(x_shape)?;
-        launch::conv_along_bwd_input(&self.dev, &gy.view(), &core.view(), &mut gx.view_mut(), &d)?;
+        launch::conv_along_bwd_input(
+            &self.exec(),
+            &gy.view(),
+            &core.view(),
+            &mut gx.view_mut(),
+            &d,
+        )?;
         Ok(gx)
     }
 
@@ -316,6 +326,7 @@ impl CudaBackend {
             None
         };
         let mut out = self.alloc(shape)?;
+        let ex = self.exec();
         let mut b0 = 0;
         while b0 < batch {
             let n = nb.min(batch - b0);
@@ -323,7 +334,7 @@ impl CudaBackend {
             let xm = match (cols, col.as_mut()) {
                 (Cols::Im2col { geom, channels }, Some(col)) => {
                     let mut cv = col.view_range_mut(0, n * q * m);
-                    launch::im2col(&self.dev, &xv, &mut cv, geom, channels, n)?;
+                    launch::im2col(&ex, &xv, &mut cv, geom, channels, n)?;
                     col.view_range(0, n * q * m)
                 }
                 _ => xv,
@@ -335,17 +346,16 @@ impl CudaBackend {
                 (&gv, r, &xm, q)
             };
             let accumulate = b0 > 0;
-            let tf32 = self.allow_tf32;
             match partial.as_mut() {
                 Some(partial) if n > 1 => {
                     let mut pv = partial.view_range_mut(0, n * q * r);
-                    blas::batched_nt(&self.dev, tf32, a, pa, b, pb, n, m, &mut pv, false)?;
+                    blas::batched_nt(&ex, a, pa, b, pb, n, m, &mut pv, false)?;
                     let pv = partial.view_range(0, n * q * r);
-                    launch::sum_batches(&self.dev, &pv, &mut out.view_mut(), n, accumulate)?;
+                    launch::sum_batches(&ex, &pv, &mut out.view_mut(), n, accumulate)?;
                 }
                 _ => {
                     let mut ov = out.view_mut();
-                    blas::batched_nt(&self.dev, tf32, a, pa, b, pb, 1, m, &mut ov, accumulate)?;
+                    blas::batched_nt(&ex, a, pa, b, pb, 1, m, &mut ov, accumulate)?;
                 }
             }
             b0 += n;
@@ -364,15 +374,13 @@ impl CudaBackend {
         let (cout, ksize) = dense_kernel_shape(kernel.shape(), cin, geometry.len())?;
         check_bias(bias, cout)?;
         let out_sp = check_spatial(in_sp, &ksize, geometry)?;
-        let geom = conv_geom(in_sp, &out_sp, &ksize, geometry)?;
         let m: usize = out_sp.iter().product();
         let p_in: usize = in_sp.iter().product();
         let q = cin * ksize.iter().product::<usize>();
         let mut out = self.alloc(activation_shape(batch, cout, &out_sp))?;
         if is_pointwise(&ksize, geometry) {
             blas::left_mul(
-                &self.dev,
-                self.allow_tf32,
+                &self.exec(),
                 &kernel.view(),
                 (cout, q),
                 false,
@@ -382,6 +390,9 @@ impl CudaBackend {
                 &mut out.view_mut(),
             )?;
         } else if batch > 0 {
+            // Only the im2col path needs the kernels' geometry struct (at most MAX_DIMS modes);
+            // the pointwise path above is a GEMM of any order.
+            let geom = conv_geom(in_sp, &out_sp, &ksize, geometry)?;
             let nb = self.chunk(q * m, batch);
             let mut col = self.alloc(vec![nb, q, m])?;
             let mut b0 = 0;
@@ -389,7 +400,7 @@ impl CudaBackend {
                 let n = nb.min(batch - b0);
                 let xv = x.view_range(b0 * cin * p_in, (b0 + n) * cin * p_in);
                 launch::im2col(
-                    &self.dev,
+                    &self.exec(),
                     &xv,
                     &mut col.view_range_mut(0, n * q * m),
                     &geom,
@@ -397,8 +408,7 @@ impl CudaBackend {
                     n,
                 )?;
                 blas::left_mul(
-                    &self.dev,
-                    self.allow_tf32,
+                    &self.exec(),
                     &kernel.view(),
                     (cout, q),
                     false,
@@ -411,7 +421,7 @@ impl CudaBackend {
             }
         }
         if let Some(b) = bias {
-            launch::add_bias(&self.dev, &mut out.view_mut(), &b.view(), cout, m)?;
+            launch::add_bias(&self.exec(), &mut out.view_mut(), &b.view(), cout, m)?;
         }
         Ok(out)
     }
@@ -449,15 +459,13 @@ impl CudaBackend {
                 gy.shape(),
             ));
         }
-        let geom = conv_geom(input_spatial, &out_sp, &ksize, geometry)?;
         let m: usize = out_sp.iter().product();
         let p_in: usize = input_spatial.iter().product();
         let q = cin * ksize.iter().product::<usize>();
         let mut gx = self.alloc(activation_shape(batch, cin, input_spatial))?;
         if is_pointwise(&ksize, geometry) {
             blas::left_mul(
-                &self.dev,
-                self.allow_tf32,
+                &self.exec(),
                 &kernel.view(),
                 (cout, q),
                 true,
@@ -467,14 +475,14 @@ impl CudaBackend {
                 &mut gx.view_mut(),
             )?;
         } else if batch > 0 {
+            let geom = conv_geom(input_spatial, &out_sp, &ksize, geometry)?;
             let nb = self.chunk(q * m, batch);
             let mut col = self.alloc(vec![nb, q, m])?;
             let mut b0 = 0;
             while b0 < batch {
                 let n = nb.min(batch - b0);
                 blas::left_mul(
-                    &self.dev,
-                    self.allow_tf32,
+                    &self.exec(),
                     &kernel.view(),
                     (cout, q),
                     true,
@@ -484,7 +492,7 @@ impl CudaBackend {
                     &mut col.view_range_mut(0, n * q * m),
                 )?;
                 launch::col2im(
-                    &self.dev,
+                    &self.exec(),
                     &col.view_range(0, n * q * m),
                     &mut gx.view_range_mut(b0 * cin * p_in, (b0 + n) * cin * p_in),
                     &geom,
@@ -521,16 +529,19 @@ impl CudaBackend {
                 gy.shape(),
             ));
         }
-        let geom = conv_geom(in_sp, &out_sp, kernel_size, geometry)?;
         let m: usize = out_sp.iter().product();
         let q = cin * kernel_size.iter().product::<usize>();
-        let cols = if is_pointwise(kernel_size, geometry) {
-            Cols::Direct
+        let geom = if is_pointwise(kernel_size, geometry) {
+            None
         } else {
-            Cols::Im2col {
-                geom: &geom,
+            Some(conv_geom(in_sp, &out_sp, kernel_size, geometry)?)
+        };
+        let cols = match &geom {
+            None => Cols::Direct,
+            Some(geom) => Cols::Im2col {
+                geom,
                 channels: cin,
-            }
+            },
         };
         let out = self.weight_grad(x, cols, q, gy, cout, m, batch, false)?;
         let mut shape = vec![cout, cin];
@@ -545,14 +556,14 @@ impl CudaBackend {
         if m == 0 {
             return Ok(());
         }
-        launch::add_bias(&self.dev, &mut y.view_mut(), &bias.view(), cout, m)
+        launch::add_bias(&self.exec(), &mut y.view_mut(), &bias.view(), cout, m)
     }
 
     pub(crate) fn bias_grad_impl(&self, gy: &DeviceArray) -> Result<DeviceArray> {
         let (batch, cout, sp) = split_activation(gy.shape(), "output gradient")?;
         let m: usize = sp.iter().product();
         let mut gb = self.alloc(vec![cout])?;
-        launch::bias_grad(&self.dev, &gy.view(), &mut gb.view_mut(), batch, cout, m)?;
+        launch::bias_grad(&self.exec(), &gy.view(), &mut gb.view_mut(), batch, cout, m)?;
         Ok(gb)
     }
 }

@@ -24,6 +24,31 @@ impl fmt::Debug for DeviceArray {
     }
 }
 
+/// Makes the array's context current on the dropping thread before its memory is freed.
+///
+/// cudarc frees a `CudaSlice` (`cuMemFreeAsync` on its stream, or `cuMemFree`) without binding
+/// its context; on a thread that never made a CUDA call (a tensor moved to a worker thread and
+/// dropped there) that free fails, and cudarc only records the error, which then surfaces in an
+/// unrelated later call. Binding first makes the free succeed on any thread.
+impl Drop for DeviceArray {
+    fn drop(&mut self) {
+        let ctx = self.data.context();
+        let current = cudarc::driver::result::ctx::get_current();
+        if current.is_ok_and(|c| c == Some(ctx.cu_ctx())) {
+            return;
+        }
+        // SAFETY: `ctx.cu_ctx()` is a live context: `self.data` holds an `Arc` to its stream,
+        // which holds an `Arc` to the context, and the context is destroyed only when the last
+        // of them is dropped (after this function). Binding a live context to the calling
+        // thread has no other precondition.
+        let bound = unsafe { cudarc::driver::result::ctx::set_current(ctx.cu_ctx()) };
+        // Nowhere to return an error from `drop`: keep it where cudarc keeps the free's own
+        // errors, so that the next checked call on this context reports it.
+        ctx.record_err(bound);
+        // `self.data` is dropped (freed) right after this, with the context bound.
+    }
+}
+
 impl DeviceArray {
     /// Allocates an array of `shape` whose contents are unspecified; every caller overwrites
     /// all `len()` elements before reading them.

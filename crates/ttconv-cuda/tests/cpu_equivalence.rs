@@ -149,7 +149,7 @@ fn cuda_matches_cpu_and_oracle_on_every_primitive() {
     });
     runner
         .run(&problem(), |p| {
-            let on_cuda = primitives(&cuda, &p);
+            let on_cuda = primitives(&*cuda, &p);
             let on_cpu = primitives(&cpu, &p);
             prop_assert_eq!(on_cuda.len(), on_cpu.len());
             for ((name, a), (_, b)) in on_cuda.iter().zip(&on_cpu) {

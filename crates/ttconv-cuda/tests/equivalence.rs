@@ -16,6 +16,7 @@ use ttconv::oracle::{conv_nd, conv_nd_grads};
 use ttconv::output_spatial;
 use ttconv::{AxisGeometry, Backend, Padding, TtConv, TtConvConfig, TtTensor};
 use ttconv_cpu::CpuBackend;
+use ttconv_cuda::CudaBackend;
 
 /// Relative tolerance (to the largest reference magnitude, at least 1) of every comparison.
 const TOL: f32 = 1e-4;
@@ -98,7 +99,7 @@ macro_rules! on_both_backends {
                 #[test]
                 fn $name() {
                     let Some(cuda) = super::backend() else { return };
-                    super::$name(&cuda);
+                    super::$name(&*cuda);
                 }
             )*
         }
@@ -385,6 +386,7 @@ fn factorized_forward_matches_dense_oracle_of_reconstructed_kernel<B: Backend>(c
 fn small_workspace_chunks_the_batch_with_the_same_results() {
     let Some(cuda) = backend() else { return };
     // One element of workspace forces one batch element per chunk everywhere.
+    let cuda: &CudaBackend = &cuda;
     let tiny = cuda.clone().with_workspace_limit(1);
     let g = AxisGeometry {
         stride: 2,
@@ -401,7 +403,7 @@ fn small_workspace_chunks_the_batch_with_the_same_results() {
     let gy = random(y.shape(), 3);
     let gyd = cuda.upload(gy.view()).unwrap();
     let (gx, gk, _) = conv_nd_grads(x.view(), kernel.view(), gy.view(), &geometry).unwrap();
-    for (name, be) in [("default", &cuda), ("tiny", &tiny)] {
+    for (name, be) in [("default", cuda), ("tiny", &tiny)] {
         let got = be
             .download(&be.conv_dense(&xd, &kd, None, &geometry).unwrap())
             .unwrap();

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+use std::sync::{Mutex, MutexGuard};
+
 use ndarray::{ArrayD, IxDyn};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -10,15 +12,43 @@ use ttconv::AxisGeometry;
 use ttconv::oracle::{conv_nd, conv_nd_grads};
 use ttconv_cuda::CudaBackend;
 
+/// The CUDA backend of one test, holding the binary's GPU lock: tests of a binary share one
+/// context and stream, so a kernel fault of one test would be reported by whichever test
+/// synchronizes next, and poison the rest. Holding the lock for the whole test runs the CUDA
+/// tests of a binary one at a time (whatever `--test-threads` says), so a fault stays with its
+/// test. Dereferences to the backend; pass `&*gpu` where a `&B: Backend` is expected.
+pub struct Gpu {
+    backend: CudaBackend,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Gpu {
+    type Target = CudaBackend;
+    fn deref(&self) -> &CudaBackend {
+        &self.backend
+    }
+}
+
 /// The CUDA backend on device 0, or `None` after printing `skipped: <reason>` when this machine
 /// has no usable CUDA (no driver, no device, no NVRTC or cuBLAS). Any other failure (a kernel
 /// that does not compile, a driver error on a working installation) fails the test, and so
 /// does a missing CUDA when `TTCONV_REQUIRE_CUDA=1` (set it on GPU machines so that a library
 /// missing from `LD_LIBRARY_PATH` cannot turn the suite into silent skips).
-pub fn backend() -> Option<CudaBackend> {
-    let required = std::env::var("TTCONV_REQUIRE_CUDA").is_ok_and(|v| v == "1");
+///
+/// `TTCONV_TEST_SYNC_LAUNCHES=1` (set by the GPU check's `run.sh --sync-launches`) turns on
+/// the backend's synchronize-after-every-launch option in these tests, to name a faulting
+/// kernel; the library itself reads no environment variable.
+pub fn backend() -> Option<Gpu> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    let flag = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
+    let required = flag("TTCONV_REQUIRE_CUDA");
+    // A test that failed while holding the lock poisons it; the next test still runs.
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     match CudaBackend::open(0) {
-        Ok(b) => Some(b),
+        Ok(b) => Some(Gpu {
+            backend: b.with_sync_after_each_launch(flag("TTCONV_TEST_SYNC_LAUNCHES")),
+            _serial: serial,
+        }),
         Err(e) if e.is_unavailable() && !required => {
             println!("skipped: {e}");
             None

@@ -1,7 +1,9 @@
-//! Compiles every kernel source to PTX with NVRTC: no GPU or driver needed, only `libnvrtc`.
+//! Compiles every kernel source with NVRTC, to a CUBIN for `sm_90` (what a device of compute
+//! capability 9.0 runs, with no driver JIT) and to PTX for `compute_90` (the fallback for devices
+//! newer than the NVRTC): no GPU or driver needed, only `libnvrtc`.
 //!
 //! With the PyPI wheel (see `.ci/install-nvrtc.sh`):
-//! `LD_LIBRARY_PATH="$(bash .ci/install-nvrtc.sh):$LD_LIBRARY_PATH" cargo test -p ttconv-cuda --test ptx`.
+//! `LD_LIBRARY_PATH="$(bash .ci/install-nvrtc.sh):$LD_LIBRARY_PATH" cargo test -p ttconv-cuda --test nvrtc`.
 //! When `libnvrtc` is not on the loader path, the test looks for `libnvrtc.so.13` in
 //! `$TTCONV_NVRTC_DIR`, then in the wheel installed under the workspace's `.venv`, then in
 //! `/usr/local/cuda/lib64`, and re-runs itself in a child process with that folder on
@@ -11,10 +13,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ttconv_cuda::{compile_all_to_ptx, kernel_sources, nvrtc_available, nvrtc_supported_archs};
+use ttconv_cuda::{
+    CompileTarget, compile_all_to_cubin, compile_all_to_ptx, kernel_sources, loaded_cuda_libraries,
+    nvrtc_available, nvrtc_supported_archs,
+};
 
 /// Set in the child process this test starts, so that it does not start another.
-const REEXEC_ENV: &str = "TTCONV_PTX_TEST_CHILD";
+const REEXEC_ENV: &str = "TTCONV_NVRTC_TEST_CHILD";
 
 fn nvrtc_required() -> bool {
     std::env::var("TTCONV_REQUIRE_NVRTC").is_ok_and(|v| v == "1")
@@ -86,6 +91,70 @@ fn nvrtc_or_skip(test: &str) -> bool {
     false
 }
 
+/// The `extern "C" __global__` kernel names of a source.
+fn kernel_names(src: &str) -> Vec<&str> {
+    src.lines()
+        .filter(|l| l.contains("__global__ void "))
+        .map(|line| {
+            line.split("__global__ void ")
+                .nth(1)
+                .and_then(|rest| rest.split('(').next())
+                .expect("kernel name")
+        })
+        .collect()
+}
+
+#[test]
+fn every_kernel_compiles_to_a_cubin_for_sm_90() {
+    if !nvrtc_or_skip("every_kernel_compiles_to_a_cubin_for_sm_90") {
+        return;
+    }
+    let archs = nvrtc_supported_archs();
+    assert!(archs.contains(&90), "NVRTC does not list sm_90: {archs:?}");
+    assert_eq!(
+        CompileTarget::for_device(90, &archs).unwrap(),
+        CompileTarget::Cubin(90),
+        "a 9.0 device gets a CUBIN from this NVRTC"
+    );
+    let cubins = match compile_all_to_cubin("sm_90") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let sources = kernel_sources();
+    assert_eq!(cubins.len(), sources.len());
+    for ((name, elf), (src_name, src)) in cubins.iter().zip(&sources) {
+        assert_eq!(name, src_name);
+        // A 64-bit ELF (class 2) of NVIDIA CUDA (machine 190 = EM_CUDA, little-endian u16 at 18).
+        assert!(
+            elf.starts_with(b"\x7fELF\x02"),
+            "module {name}: not a 64-bit ELF"
+        );
+        assert_eq!(
+            u16::from_le_bytes([elf[18], elf[19]]),
+            190,
+            "module {name}: not EM_CUDA"
+        );
+        for kernel in kernel_names(src) {
+            // Every kernel is a symbol of the CUBIN (its name is in the string table).
+            let needle = format!("{kernel}\0");
+            assert!(
+                elf.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "module {name}: kernel {kernel} missing from the CUBIN"
+            );
+        }
+        println!("compiled {name}: {} bytes of CUBIN for sm_90", elf.len());
+    }
+    // The process now has the NVRTC it compiled with mapped; say which file that was.
+    let libs = loaded_cuda_libraries();
+    println!("loaded: {libs:?}");
+    assert!(
+        libs.iter().any(|p| p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("libnvrtc"))),
+        "no libnvrtc in /proc/self/maps after compiling: {libs:?}"
+    );
+}
+
 #[test]
 fn every_kernel_compiles_to_ptx_for_compute_90() {
     if !nvrtc_or_skip("every_kernel_compiles_to_ptx_for_compute_90") {
@@ -106,12 +175,7 @@ fn every_kernel_compiles_to_ptx_for_compute_90() {
             "module {name}: PTX not for sm_90"
         );
         // Every `extern "C" __global__` kernel of the source is an entry of the PTX.
-        for line in src.lines().filter(|l| l.contains("__global__ void ")) {
-            let kernel = line
-                .split("__global__ void ")
-                .nth(1)
-                .and_then(|rest| rest.split('(').next())
-                .expect("kernel name");
+        for kernel in kernel_names(src) {
             assert!(
                 text.contains(&format!(".entry {kernel}(")),
                 "module {name}: kernel {kernel} missing from the PTX"
@@ -131,6 +195,13 @@ fn compile_errors_carry_the_nvrtc_log() {
         Err(ttconv_cuda::Error::Compile { kernel, log }) => {
             assert_eq!(kernel, "elementwise");
             assert!(log.contains("compute_1"), "log: {log}");
+        }
+        other => panic!("expected a compile error, got {other:?}"),
+    }
+    match compile_all_to_cubin("sm_1") {
+        Err(ttconv_cuda::Error::Compile { kernel, log }) => {
+            assert_eq!(kernel, "elementwise");
+            assert!(log.contains("sm_1"), "log: {log}");
         }
         other => panic!("expected a compile error, got {other:?}"),
     }
