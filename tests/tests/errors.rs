@@ -201,3 +201,39 @@ fn overflowing_geometry_and_costs_are_errors() {
         Err(Error::TooLarge { .. })
     ));
 }
+
+/// Sizes that cannot be allocated are refused with a typed error before anything is allocated,
+/// never an aborted process.
+#[test]
+fn unallocatable_sizes_are_errors() {
+    for rank in [
+        RankSpec::Uniform(100_000),
+        RankSpec::Uniform(usize::MAX),
+        RankSpec::Fraction(1e300),
+    ] {
+        let config = TtConvConfig::new(2, 2, vec![3]).rank(rank.clone());
+        let result = TtConv::new(config);
+        assert!(result.is_err(), "{rank:?}: {result:?}");
+    }
+    // Padding 2^40 on a 4000-long axis: an output of 2^40 positions per channel.
+    let cpu = CpuBackend::new();
+    let layer = TtConv::new(TtConvConfig::new(1, 2, vec![1, 3]).padding(vec![0, 1 << 40])).unwrap();
+    let x = ArrayD::<f32>::ones(IxDyn(&[1, 1, 5, 4000]));
+    for implementation in [Implementation::Factorized, Implementation::Reconstructed] {
+        assert!(matches!(
+            layer.forward_with(&cpu, x.view(), implementation),
+            Err(Error::TooLarge { .. })
+        ));
+    }
+    // Stride 10^6 along a 5-long axis: one output row, and the dense path's scratch stays small.
+    let layer = TtConv::new(
+        TtConvConfig::new(1, 2, vec![3, 3])
+            .stride(vec![1_000_000, 1])
+            .padding(1),
+    )
+    .unwrap();
+    for implementation in [Implementation::Factorized, Implementation::Reconstructed] {
+        let y = layer.forward_with(&cpu, x.view(), implementation).unwrap();
+        assert_eq!(y.shape(), &[1, 2, 1, 4000]);
+    }
+}

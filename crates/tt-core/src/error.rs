@@ -76,6 +76,21 @@ pub enum Error {
         /// Position in row-major order.
         index: usize,
     },
+    /// A TT would hold more parameters than [`crate::MAX_TT_PARAMETERS`] (or a count overflows
+    /// `usize`): nothing was allocated.
+    #[error(
+        "a TT of shape {shape:?} and ranks {ranks:?} would hold {params} parameters, over the limit of {limit}"
+    )]
+    TooManyParameters {
+        /// The TT shape.
+        shape: Vec<usize>,
+        /// The rank vector.
+        ranks: Vec<usize>,
+        /// The parameter count, saturated at `u128::MAX`.
+        params: u128,
+        /// [`crate::MAX_TT_PARAMETERS`].
+        limit: usize,
+    },
     /// A result does not fit the element type (e.g. f32 cores of a kernel near `f32::MAX`).
     #[error("{what} does not fit in {element}: {detail}")]
     OutOfRange {

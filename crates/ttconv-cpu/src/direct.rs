@@ -104,6 +104,17 @@ impl Direct {
         }
         let padded_size: usize = phase_len.iter().product();
         let phases: usize = strides.iter().product();
+        // The phase planes hold `prod(s_j * ceil(P_j / s_j))` positions per channel: about the
+        // padded input `prod(P_j)` when strides are below the axis lengths, but up to the product
+        // of the strides when they exceed them (stride 10^6 on a 5-long axis would ask for 10^6
+        // planes). Past twice the padded input the layout does not pay: the im2col paths run.
+        let padded_input = (0..d).try_fold(1usize, |a, j| {
+            a.checked_mul(in_spatial[j] + geometry[j].pad_before + geometry[j].pad_after)
+        })?;
+        let grid = phases.checked_mul(padded_size)?;
+        if grid > padded_input.saturating_mul(2) {
+            return None;
+        }
         // Per tap: (phase index, in-plane shift).
         let tap_planes: Vec<(usize, usize)> = row_major_taps(kernel)
             .map(|t| {

@@ -15,6 +15,10 @@ use crate::error::{Error, Result, check_finite};
 use crate::geometry::{AxisGeometry, output_spatial};
 use crate::program::FactorizedProgram;
 
+/// Most elements an activation (a layer's input or output) may have: `2^32` (16 GiB of f32).
+/// Larger shapes are refused before anything is allocated.
+pub const MAX_ACTIVATION_ELEMENTS: usize = 1 << 32;
+
 /// Standard deviation of the reconstructed kernel that random initialisation aims at
 /// (TensorLy-Torch's default).
 pub const INIT_STD: f64 = 0.02;
@@ -76,6 +80,12 @@ impl Clone for TtConv {
 impl TtConv {
     /// A layer for `config`, initialised with [`Self::init_from_random`]`(Init::Direct, 0)`: random cores
     /// whose reconstruction has standard deviation about 0.02, zero bias.
+    ///
+    /// The ranks are the rank spec's on `(in, k_1..k_d, out)` and are not capped by the
+    /// unfolding sizes, as in TensorLy-Torch (a 2 -> 2 layer with kernel 3 accepts ranks
+    /// `[1, 40, 40, 1]`: more parameters than its 12-entry dense kernel); [`Self::from_dense`]
+    /// caps them. A configuration whose cores would exceed [`tt_core::MAX_TT_PARAMETERS`] is an
+    /// error, not an allocation.
     pub fn new(config: TtConvConfig) -> Result<Self> {
         let geometry = config.validate()?;
         let ranks = config.resolved_ranks()?;
@@ -420,6 +430,17 @@ impl TtConv {
         let out = output_spatial(&input_shape[2..], &self.config.kernel_size, &self.geometry)?;
         let mut shape = vec![input_shape[0], self.config.out_channels];
         shape.extend(out);
+        for (what, s) in [("input", input_shape), ("output", shape.as_slice())] {
+            let elements = s.iter().fold(1u128, |a, &n| a.saturating_mul(n as u128));
+            if elements > MAX_ACTIVATION_ELEMENTS as u128 {
+                return Err(Error::TooLarge {
+                    what: format!("the {what} {s:?}"),
+                    detail: format!(
+                        "{elements} elements, over the limit of {MAX_ACTIVATION_ELEMENTS}"
+                    ),
+                });
+            }
+        }
         Ok(shape)
     }
 

@@ -30,7 +30,7 @@ pub use cost::{Cost, CostConstants};
 pub use error::{Error, Result};
 pub use forward::PreparedTtConv;
 pub use geometry::{AxisGeometry, output_spatial};
-pub use layer::{INIT_STD, Init, TtConv};
+pub use layer::{INIT_STD, Init, MAX_ACTIVATION_ELEMENTS, TtConv};
 pub use optim::{Adam, Optimizer, Sgd};
 pub use program::{FactorizedProgram, Step, StepOp, StepWeight, StepWeights};
 pub use tt_core::{RankOptions, RankSpec, Rounding, Truncation, TruncationReport, TtTensor};
