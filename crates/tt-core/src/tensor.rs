@@ -305,6 +305,29 @@ impl<T: Scalar> TtTensor<T> {
     }
 }
 
+/// Most parameters a TT built by this crate may hold: `2^31` (8 GiB of f32), so that a rank
+/// request that cannot be allocated is an error instead of an aborted process.
+pub const MAX_TT_PARAMETERS: usize = 1 << 31;
+
+/// `sum_k r_k n_k r_{k+1}` must be at most [`MAX_TT_PARAMETERS`] (counted without overflow).
+pub(crate) fn check_parameter_count(shape: &[usize], ranks: &[usize]) -> Result<()> {
+    let params = shape.iter().enumerate().fold(0u128, |acc, (k, &n)| {
+        let core = (ranks[k] as u128)
+            .saturating_mul(n as u128)
+            .saturating_mul(ranks[k + 1] as u128);
+        acc.saturating_add(core)
+    });
+    if params > MAX_TT_PARAMETERS as u128 {
+        return Err(Error::TooManyParameters {
+            shape: shape.to_vec(),
+            ranks: ranks.to_vec(),
+            params,
+            limit: MAX_TT_PARAMETERS,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,27 +386,4 @@ mod tests {
                 .all(|v| v.abs() < 1e-12)
         );
     }
-}
-
-/// Most parameters a TT built by this crate may hold: `2^31` (8 GiB of f32), so that a rank
-/// request that cannot be allocated is an error instead of an aborted process.
-pub const MAX_TT_PARAMETERS: usize = 1 << 31;
-
-/// `sum_k r_k n_k r_{k+1}` must be at most [`MAX_TT_PARAMETERS`] (counted without overflow).
-pub(crate) fn check_parameter_count(shape: &[usize], ranks: &[usize]) -> Result<()> {
-    let params = shape.iter().enumerate().fold(0u128, |acc, (k, &n)| {
-        let core = (ranks[k] as u128)
-            .saturating_mul(n as u128)
-            .saturating_mul(ranks[k + 1] as u128);
-        acc.saturating_add(core)
-    });
-    if params > MAX_TT_PARAMETERS as u128 {
-        return Err(Error::TooManyParameters {
-            shape: shape.to_vec(),
-            ranks: ranks.to_vec(),
-            params,
-            limit: MAX_TT_PARAMETERS,
-        });
-    }
-    Ok(())
 }
