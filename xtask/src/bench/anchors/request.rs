@@ -55,7 +55,7 @@ impl ConvCase {
             Padding::Same => (0..d)
                 .map(|j| {
                     let total = spec.dilation[j] * (spec.kernel[j] - 1);
-                    (total % 2 == 0).then_some(total / 2)
+                    total.is_multiple_of(2).then_some(total / 2)
                 })
                 .collect::<Option<Vec<_>>>()
                 .ok_or("padding `same` is asymmetric on some axis (even kernel extent)")?,
