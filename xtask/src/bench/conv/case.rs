@@ -27,7 +27,22 @@ use super::steps::{Step, factorized_steps};
 use crate::bench::machine::{LoadMeter, Machine};
 use crate::bench::measure::{Reps, Timing, time_it};
 
-/// `--check`: largest accepted `max |y_fact - y_rec| / max |y_rec|`.
+/// `--check`'s comparisons at the tiny size, each `max |a - b| / max |b|`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Check {
+    /// Factorized vs reconstructed forward.
+    pub forward: f64,
+    /// Factorized forward vs the direct (naive, f64-accumulating) convolution
+    /// `ttconv::oracle::conv_nd` with the layer's full kernel.
+    pub forward_vs_oracle: f64,
+    /// Input gradients of the two implementations.
+    pub grad_input: f64,
+    /// Core gradients of the two implementations, the worst core.
+    pub grad_cores: f64,
+}
+
+/// `--check`: largest accepted `max |y_fact - y_rec| / max |y_rec|`, and the same against the
+/// oracle (f32 sums of at most a few thousand products against an f64 sum: ~1e-6 in practice).
 pub const CHECK_FORWARD_TOL: f64 = 1e-4;
 /// `--check`: largest accepted difference of the two implementations' gradients (input and every
 /// core), relative to the largest entry of each (f32 sums in different orders).
@@ -64,8 +79,8 @@ pub struct CaseResult {
     pub fused_bytes: u64,
     pub mem_fact: usize,
     pub mem_rec: usize,
-    /// `--check`: (forward, input gradient, worst core gradient) relative differences.
-    pub check: Option<(f64, f64, f64)>,
+    /// `--check`'s comparisons.
+    pub check: Option<Check>,
     /// CPU share other processes took while the case ran ([`LoadMeter`]).
     pub external_load: Option<f64>,
     /// The factorized forward's and backward's primitives timed alone.
@@ -202,7 +217,16 @@ pub fn run_case(
             .zip(&gr.cores)
             .map(|(a, b)| rel_diff(a, b))
             .fold(0.0f64, f64::max);
-        Some((rel_diff(&yf, &yr), rel_diff(&gf.input, &gr.input), cores))
+        let xh = backend.download(&x).map_err(err)?;
+        let kernel = layer.full_weights();
+        let yo = ttconv::oracle::conv_nd(xh.view(), kernel.view(), None, layer.geometry())
+            .map_err(err)?;
+        Some(Check {
+            forward: rel_diff(&yf, &yr),
+            forward_vs_oracle: rel_diff(&yf, &yo),
+            grad_input: rel_diff(&gf.input, &gr.input),
+            grad_cores: cores,
+        })
     } else {
         None
     };

@@ -56,10 +56,11 @@ pub struct AnchorRecord {
     external_load: Option<f64>,
 }
 
-/// `--check`'s comparison of the two implementations.
+/// `--check`'s comparisons of the two implementations, and of the factorized one with the oracle.
 #[derive(Debug, Serialize)]
 pub struct CheckRecord {
     forward_rel_diff: f64,
+    forward_vs_oracle_rel_diff: f64,
     grad_input_rel_diff: f64,
     grad_cores_rel_diff: f64,
 }
@@ -200,10 +201,11 @@ impl CaseRecord {
             factorized_steps: r.steps.0.iter().map(StepRecord::from).collect(),
             factorized_backward_steps: r.steps.1.iter().map(StepRecord::from).collect(),
             anchor,
-            check: r.check.map(|(f, gi, gc)| CheckRecord {
-                forward_rel_diff: f,
-                grad_input_rel_diff: gi,
-                grad_cores_rel_diff: gc,
+            check: r.check.map(|c| CheckRecord {
+                forward_rel_diff: c.forward,
+                forward_vs_oracle_rel_diff: c.forward_vs_oracle,
+                grad_input_rel_diff: c.grad_input,
+                grad_cores_rel_diff: c.grad_cores,
             }),
         }
     }

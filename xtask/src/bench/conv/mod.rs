@@ -18,8 +18,9 @@
 //! cases, the ratios, and the targets judged from them.
 //!
 //! `--check` runs every case once at a tiny size (batch 1, channels / 8, spatial / 4) and fails if
-//! the factorized and reconstructed outputs differ by more than [`case::CHECK_FORWARD_TOL`] (max
-//! abs difference over max abs), or their gradients by more than [`case::CHECK_GRAD_TOL`]. It has
+//! the factorized output differs from the reconstructed one or from the direct oracle
+//! (`ttconv::oracle::conv_nd`) by more than [`case::CHECK_FORWARD_TOL`] (max abs difference over
+//! max abs), or the two implementations' gradients by more than [`case::CHECK_GRAD_TOL`]. It has
 //! no timing target: it runs in CI on a slow machine. It writes `target/bench/conv-check.json`,
 //! never `bench.json`.
 
@@ -95,11 +96,17 @@ fn measure_case(
 /// `--check`'s failures for one case.
 fn check_failures(id: &str, r: &CaseResult) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some((f, gi, gc)) = r.check {
-        if f.is_nan() || f > CHECK_FORWARD_TOL {
-            out.push(format!(
-                "{id} (tiny): factorized vs reconstructed forward differ by {f:.2e} of max |y| (tolerance {CHECK_FORWARD_TOL:.0e})"
-            ));
+    if let Some(c) = r.check {
+        let (gi, gc) = (c.grad_input, c.grad_cores);
+        for (what, f) in [
+            ("reconstructed", c.forward),
+            ("the direct oracle", c.forward_vs_oracle),
+        ] {
+            if f.is_nan() || f > CHECK_FORWARD_TOL {
+                out.push(format!(
+                    "{id} (tiny): factorized forward vs {what} differ by {f:.2e} of max |y| (tolerance {CHECK_FORWARD_TOL:.0e})"
+                ));
+            }
         }
         if gi.is_nan() || gc.is_nan() || gi > CHECK_GRAD_TOL || gc > CHECK_GRAD_TOL {
             out.push(format!(

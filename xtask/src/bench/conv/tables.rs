@@ -2,6 +2,8 @@
 //! the same-run anchors (only with `--anchors`) and `--check`'s comparison.
 
 use super::case::{CHECK_FORWARD_TOL, CHECK_GRAD_TOL, CaseResult, impl_name};
+#[cfg(test)]
+use super::case::Check;
 use super::compare::{Summary, anchor_of};
 use super::spec::{crossed, dashed};
 use super::steps::Step;
@@ -139,23 +141,25 @@ pub fn anchors_table(results: &[CaseResult], m: &Machine, run: &AnchorRun) -> Ta
     t
 }
 
-/// `--check`'s table: the tiny shapes and the implementations' differences.
+/// `--check`'s table: the tiny shapes, the implementations' differences and the oracle's.
 pub fn check(results: &[CaseResult]) -> Table {
     let mut t = Table::new(&[
         "case (tiny)",
         "shape",
         "fwd rel diff",
+        "fwd vs oracle",
         "grad x",
         "grad cores",
     ]);
     for r in results {
-        let (f, gi, gc) = r.check.unwrap_or_default();
+        let c = r.check.unwrap_or_default();
         t.row(vec![
             r.spec.name.clone(),
             crossed(&r.spec.input_shape()),
-            format!("{f:.1e}"),
-            format!("{gi:.1e}"),
-            format!("{gc:.1e}"),
+            format!("{:.1e}", c.forward),
+            format!("{:.1e}", c.forward_vs_oracle),
+            format!("{:.1e}", c.grad_input),
+            format!("{:.1e}", c.grad_cores),
         ]);
     }
     t
@@ -207,7 +211,7 @@ pub fn render(
 /// Prints `--check`'s table.
 pub fn print_check(results: &[CaseResult]) {
     println!(
-        "\n--check: factorized vs reconstructed at a tiny size (max abs diff / max abs; forward tolerance {CHECK_FORWARD_TOL:.0e}, gradients {CHECK_GRAD_TOL:.0e}); the timings above are single runs, no target"
+        "\n--check: factorized vs reconstructed, and factorized vs the direct oracle, at a tiny size (max abs diff / max abs; forward tolerance {CHECK_FORWARD_TOL:.0e}, gradients {CHECK_GRAD_TOL:.0e}); the timings above are single runs, no target"
     );
     print!("{}", check(results));
 }
@@ -313,11 +317,15 @@ mod tests {
     #[test]
     fn the_check_table_lists_the_differences() {
         let mut r = fixtures::result("2d_c64_s56_r16", 2.0, 4.0);
-        r.check = Some((1e-6, 2e-5, 3e-4));
+        r.check = Some(Check {
+            forward: 1e-6,
+            forward_vs_oracle: 4e-7,
+            grad_input: 2e-5,
+            grad_cores: 3e-4,
+        });
         let t = check(&[r]).to_string();
-        assert!(
-            t.contains("1.0e-6") && t.contains("2.0e-5") && t.contains("3.0e-4"),
-            "{t}"
-        );
+        for v in ["1.0e-6", "4.0e-7", "2.0e-5", "3.0e-4"] {
+            assert!(t.contains(v), "{v} missing in {t}");
+        }
     }
 }
