@@ -18,6 +18,7 @@ use tt_core::{
 
 use super::anchors::AnchorRun;
 use super::anchors::targets;
+use super::machine::LoadMeter;
 use super::measure::Timing;
 use super::output::{unix_time, write_json};
 use super::{BenchOptions, PartOutcome, Table};
@@ -218,16 +219,21 @@ pub fn run(options: &BenchOptions, anchors: Option<&AnchorRun>) -> Result<PartOu
     let mut table = Table::new(&headers);
     let mut records = Vec::new();
     let mut speedups = Vec::new();
+    let (mut loads, mut anchor_loads) = (Vec::new(), Vec::new());
     for c in &cases {
         let shape_text = c.shape.map(|n| n.to_string()).join("x");
         // The same data for every case of a shape (seeded by the shape's index).
         let data = kernel(&c.shape, 1000 + c.shape_index as u64);
+        let load = LoadMeter::start();
         let m = match c.dtype {
             Dtype::F32 => measure::<f32>(&data, &c.spec, c.warmup, c.runs, options.check)?,
             Dtype::F64 => measure::<f64>(&data, &c.spec, c.warmup, c.runs, options.check)?,
         };
+        let external_load = load.fraction();
+        loads.push(external_load);
         let median = m.timing.median();
         let anchor = anchors.and_then(|a| a.ttsvd.get(&c.id));
+        anchor_loads.push(anchor.and_then(|a| a.external_load));
         let speedup = anchor.map(|a| a.median_s / median);
         outcome.cases += 1;
         if options.check {
@@ -282,6 +288,8 @@ pub fn run(options: &BenchOptions, anchors: Option<&AnchorRun>) -> Result<PartOu
             "tensorly_ranks": anchor.map(|a| a.ranks.clone()),
             "tensorly_rel_error": anchor.map(|a| a.rel_error),
             "speedup": speedup,
+            "external_load": external_load,
+            "tensorly_external_load": anchor.and_then(|a| a.external_load),
         }));
     }
     if table.is_empty() {
@@ -297,9 +305,13 @@ pub fn run(options: &BenchOptions, anchors: Option<&AnchorRun>) -> Result<PartOu
     print!("{table}");
     let verdict = anchors
         .filter(|_| speedups.len() == cases.len())
-        .and_then(|_| targets::ttsvd_verdict(&speedups));
-    if let Some(v) = &verdict {
-        println!("\nTarget, from this run's figures only:\n  {}", v.line);
+        .and_then(|_| targets::ttsvd_verdict(&speedups))
+        .map(|v| match targets::judgeable(&loads, &anchor_loads) {
+            Ok(()) => v.line,
+            Err(line) => line,
+        });
+    if let Some(line) = &verdict {
+        println!("\nTarget, from this run's figures only:\n  {line}");
     }
     let path = write_json(
         "ttsvd",
@@ -312,7 +324,7 @@ pub fn run(options: &BenchOptions, anchors: Option<&AnchorRun>) -> Result<PartOu
             "data": format!("i.i.d. N(0, {STD}), seeded"),
             "anchor": anchors.map(AnchorRun::source),
             "target_speedup": TARGET_SPEEDUP,
-            "verdict": verdict.map(|v| v.line),
+            "verdict": verdict,
             "cases": records,
         }),
     )?;

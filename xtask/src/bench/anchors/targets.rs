@@ -19,6 +19,28 @@ pub const REC_VS_DENSE: f64 = 1.0;
 /// Target 5: TT-SVD at least this many times faster than TensorLy on every case.
 pub const TTSVD_MIN: f64 = 5.0;
 
+/// Other processes may take at most this share of the CPUs, on either side, for a verdict: above
+/// it the two sides ran on different machines in effect (a 2-thread OpenMP or rayon pool slows
+/// down far more than in proportion when a core is taken).
+pub const MAX_LOAD: f64 = crate::bench::measure::LOAD_THRESHOLD;
+
+/// `Ok` when every measured load (ours and the anchors') is at most [`MAX_LOAD`]; else the line
+/// that replaces the verdicts.
+pub fn judgeable(ours: &[Option<f64>], anchors: &[Option<f64>]) -> Result<(), String> {
+    let worst = |v: &[Option<f64>]| v.iter().flatten().copied().fold(0.0f64, f64::max);
+    let (o, a) = (worst(ours), worst(anchors));
+    if o <= MAX_LOAD && a <= MAX_LOAD {
+        Ok(())
+    } else {
+        Err(format!(
+            "targets not judged: other processes took up to {:.0}% of the CPUs while our cases ran and up to {:.0}% while the anchors ran (limit {:.0}%); rerun on an idle machine",
+            100.0 * o,
+            100.0 * a,
+            100.0 * MAX_LOAD
+        ))
+    }
+}
+
 /// Same-run figures of one conv case.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConvFigures {
@@ -187,6 +209,14 @@ mod tests {
         assert!(!at_the_limit(&case(1.0, 1.0, 1.0, true, 59.9, 1.0)));
         assert!(at_the_limit(&case(1.0, 1.0, 1.0, false, 1.0, 1.3)));
         assert!(!at_the_limit(&case(1.0, 1.0, 1.0, false, 99.0, 1.31)));
+    }
+
+    #[test]
+    fn a_loaded_machine_gives_no_verdict() {
+        assert!(judgeable(&[Some(0.05), None], &[Some(0.1)]).is_ok());
+        let e = judgeable(&[Some(0.05)], &[Some(0.88)]).unwrap_err();
+        assert!(e.contains("not judged") && e.contains("88%"), "{e}");
+        assert!(judgeable(&[Some(0.5)], &[]).is_err());
     }
 
     #[test]

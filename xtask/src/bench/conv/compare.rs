@@ -45,7 +45,8 @@ pub struct Summary {
     pub train_vs_tltorch_geomean: Option<f64>,
     /// ... and the smallest.
     pub train_vs_tltorch_min: Option<f64>,
-    /// One verdict per target, from this run's figures only.
+    /// One verdict per target, from this run's figures only (or one line saying why none: the
+    /// machine was loaded, [`targets::judgeable`]).
     pub lines: Vec<String>,
 }
 
@@ -82,10 +83,18 @@ impl Summary {
         s.floor_ratio_ok = Some(count(
             figs.iter().filter(|f| targets::at_the_limit(f)).count(),
         ));
-        s.lines = targets::conv_verdicts(&figs)
-            .into_iter()
-            .map(|v| v.line)
+        let ours: Vec<Option<f64>> = results.iter().map(|r| r.external_load).collect();
+        let theirs: Vec<Option<f64>> = results
+            .iter()
+            .map(|r| anchor_of(anchors, &r.id).and_then(|a| a.external_load))
             .collect();
+        s.lines = match targets::judgeable(&ours, &theirs) {
+            Ok(()) => targets::conv_verdicts(&figs)
+                .into_iter()
+                .map(|v| v.line)
+                .collect(),
+            Err(line) => vec![line],
+        };
         s
     }
 }

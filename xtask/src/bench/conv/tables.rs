@@ -1,9 +1,9 @@
 //! The conv part's tables on stdout: the forward figures, the chain's steps, forward+backward,
 //! the same-run anchors (only with `--anchors`) and `--check`'s comparison.
 
-use super::case::{CHECK_FORWARD_TOL, CHECK_GRAD_TOL, CaseResult, impl_name};
 #[cfg(test)]
 use super::case::Check;
+use super::case::{CHECK_FORWARD_TOL, CHECK_GRAD_TOL, CaseResult, impl_name};
 use super::compare::{Summary, anchor_of};
 use super::spec::{crossed, dashed};
 use super::steps::Step;
@@ -304,13 +304,30 @@ mod tests {
         let s = Summary::new(&results, &m, Some(&run));
         assert!(s.lines.is_empty() && s.floor_ratio_ok.is_none());
         let text = render(&results, &m, Some(&run), &s);
+        assert!(!text.contains("Targets"), "{text}");
+        let t = anchors_table(&results, &m, &run).to_string();
+        assert_eq!(t.lines().count(), 3, "{t}");
+    }
+
+    #[test]
+    fn a_loaded_machine_gives_ratios_but_no_verdict() {
+        let m = fixtures::machine();
+        let results = vec![fixtures::result("2d_c64_s56_r16", 2.0, 4.0)];
+        let mut run = fixtures::anchors(&[("conv/2d_c64_s56_r16", 8.0, 4.0)]);
+        let anchor = run.conv.get_mut("conv/2d_c64_s56_r16").unwrap();
+        anchor.external_load = Some(0.5);
+        let s = Summary::new(&results, &m, Some(&run));
+        assert_eq!(s.factorized_vs_tltorch_geomean, Some(4.0));
+        assert_eq!(s.lines.len(), 1);
         assert!(
-            !text.contains("Targets")
-                && anchors_table(&results, &m, &run)
-                    .to_string()
-                    .lines()
-                    .count()
-                    == 3
+            s.lines[0].starts_with("targets not judged"),
+            "{:?}",
+            s.lines
+        );
+        let text = render(&results, &m, Some(&run), &s);
+        assert!(
+            !text.contains(": met") && !text.contains("MISSED"),
+            "{text}"
         );
     }
 
