@@ -101,26 +101,36 @@ pub struct AnchorRun {
 }
 
 impl AnchorRun {
-    /// One line naming the versions measured (for tables and the JSON).
+    /// One line naming the script and the versions it measured with (for tables and the JSON).
     pub fn source(&self) -> String {
         let v = |part: &str, key: &str| {
             self.versions
                 .get(part)
                 .and_then(|p| p.get(key))
-                .and_then(|s| s.as_str())
-                .unwrap_or("?")
-                .to_string()
+                .map_or("?".into(), |s| match s {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
         };
+        let mut parts = Vec::new();
+        if self.versions.contains_key("conv") {
+            parts.push(format!(
+                "TensorLy-Torch {} + PyTorch {} ({} threads)",
+                v("conv", "tltorch"),
+                v("conv", "torch"),
+                v("conv", "threads")
+            ));
+        }
+        if self.versions.contains_key("ttsvd") {
+            parts.push(format!(
+                "TensorLy {} + numpy {}",
+                v("ttsvd", "tensorly"),
+                v("ttsvd", "numpy")
+            ));
+        }
         format!(
-            "this run: xtask/anchors/anchor_bench.py, TensorLy-Torch {} + PyTorch {} ({} threads), TensorLy {} + numpy {}",
-            v("conv", "tltorch"),
-            v("conv", "torch"),
-            self.versions
-                .get("conv")
-                .and_then(|p| p.get("threads"))
-                .map_or("?".into(), |t| t.to_string()),
-            v("ttsvd", "tensorly"),
-            v("ttsvd", "numpy"),
+            "this run: xtask/anchors/anchor_bench.py, {}",
+            parts.join(", ")
         )
     }
 }
@@ -209,4 +219,33 @@ fn call<Q: Serialize, A: serde::de::DeserializeOwned>(
         path: out_path,
         detail: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_source_names_only_the_parts_measured() {
+        let mut run = AnchorRun::default();
+        run.versions.insert(
+            "conv".into(),
+            serde_json::json!({"torch": "2.15.0", "tltorch": "0.5.0", "threads": 2}),
+        );
+        let s = run.source();
+        assert!(
+            s.contains("TensorLy-Torch 0.5.0 + PyTorch 2.15.0 (2 threads)"),
+            "{s}"
+        );
+        assert!(!s.contains("numpy"), "{s}");
+        run.versions.insert(
+            "ttsvd".into(),
+            serde_json::json!({"tensorly": "0.10.0", "numpy": "2.4.6"}),
+        );
+        assert!(
+            run.source().ends_with("TensorLy 0.10.0 + numpy 2.4.6"),
+            "{}",
+            run.source()
+        );
+    }
 }
