@@ -1,23 +1,33 @@
 //! `cargo xtask bench`: the benchmark suite, one module per part.
 //!
-//! A part is a [`Part`] in [`PARTS`]: it receives the [`BenchOptions`], runs the cases the filter
-//! selects (case ids are `part/...`), prints a table, writes `target/bench/<part>.json` and
-//! returns the problems `--check` should fail on. To add a part (e.g. `conv`), write its module
-//! and add it to [`PARTS`].
+//! A part is a [`Part`] in [`PARTS`]: it receives the [`BenchOptions`] (and, with `--anchors`,
+//! the anchors measured in this run), runs the cases the filter selects (case ids are
+//! `part/...`), prints a table, writes `target/bench/<part>.json` and returns the problems
+//! `--check` should fail on. To add a part, write its module and add it to [`PARTS`].
+//!
+//! Shared pieces: [`measure`] (timing protocol), [`machine`] (FMA peak, bandwidth, load probes),
+//! [`table`], [`plot`], [`output`] (atomic files under `target/bench/`), [`progress`] and
+//! [`anchors`] (`--anchors`: the Python references measured in the same run).
 
-mod conv;
-mod machine;
-mod plot;
-mod ttsvd;
+pub mod anchors;
+pub mod conv;
+pub mod machine;
+pub mod measure;
+pub mod output;
+pub mod plot;
+pub mod progress;
+pub mod table;
+pub mod ttsvd;
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use crate::cli::{Args, UsageError, usage_exit};
+use anchors::AnchorRun;
+pub use table::Table;
 
 const HELP: &str = "\
 usage: cargo xtask bench [--filter TEXT] [--quick] [--check] [--list] [--case SPEC]...
+                         [--anchors [--python PATH]] [--cpu-dense ALGORITHM] [--unfused]
 
 Runs the benchmark parts, prints one table per part and writes target/bench/<part>.json
 (the conv part: target/bench/bench.json and the plot conv_rank_sweep.svg).
@@ -31,6 +41,19 @@ Runs the benchmark parts, prints one table per part and writes target/bench/<par
   --list         list the case ids and exit
   --case SPEC    time this layer shape instead of the conv suite (format below);
                  implies `--filter conv/` unless a filter is given
+  --anchors      also time the Python references on exactly the selected cases, in this
+                 run: TensorLy-Torch's TT conv and PyTorch's dense conv (conv part),
+                 TensorLy's tensor_train (ttsvd part); prints their times, our ratios and
+                 the performance targets judged from them. The first use creates a virtual
+                 environment target/anchors-venv/ from PyPI (pinned: xtask/anchors/
+                 requirements.txt; torch is a download of a few GB), re-used afterwards.
+                 Without --anchors the bench prints what it measured and no verdict.
+  --python PATH  the interpreter that creates that environment (default python3)
+  --cpu-dense ALGORITHM
+                 the CPU backend's dense forward: auto (default), rows (last-axis im2col)
+                 or im2col (full im2col), for A/B timing
+  --unfused      the CPU backend runs the factorized program's steps one primitive at a
+                 time instead of its fused forward, for A/B timing
 
 Threads: rayon's global pool, RAYON_NUM_THREADS to set it.";
 
@@ -47,6 +70,12 @@ pub struct BenchOptions {
     pub list: bool,
     /// `--case` specs: layers the conv part times instead of its suite.
     pub cases: Vec<String>,
+    /// Measure the Python anchors in the same run.
+    pub anchors: bool,
+    /// The interpreter that creates the anchors' environment (`None`: `python3`).
+    pub python: Option<String>,
+    /// The CPU backend's options (`--cpu-dense`, `--unfused`).
+    pub cpu: ttconv_cpu::CpuOptions,
 }
 
 impl BenchOptions {
@@ -61,7 +90,7 @@ impl BenchOptions {
 pub struct PartOutcome {
     /// Cases run.
     pub cases: usize,
-    /// Problems found by `--check` (wrong results; speed targets are reported, never checked).
+    /// Problems found by `--check` (wrong results; speed is never checked).
     pub check_failures: Vec<String>,
 }
 
@@ -72,25 +101,26 @@ pub struct Part {
     pub name: &'static str,
     /// One line on what it measures.
     pub about: &'static str,
-    /// Runs the selected cases.
-    pub run: fn(&BenchOptions) -> Result<PartOutcome, String>,
+    /// Runs the selected cases, with the anchors of this run when `--anchors` measured them.
+    pub run: fn(&BenchOptions, Option<&AnchorRun>) -> Result<PartOutcome, String>,
 }
 
 /// Every part, in run order.
 pub const PARTS: &[Part] = &[
     Part {
         name: "ttsvd",
-        about: "TT-SVD of conv kernels vs TensorLy 0.10 tensor_train",
+        about: "TT-SVD of conv kernels (with --anchors: vs TensorLy tensor_train, same run)",
         run: ttsvd::run,
     },
     Part {
         name: "conv",
-        about: "TT conv forward and forward+backward (CPU) vs TensorLy-Torch / PyTorch; writes bench.json and an SVG",
+        about: "TT conv forward and forward+backward (CPU); with --anchors vs TensorLy-Torch / PyTorch, same run; writes bench.json and an SVG",
         run: conv::run,
     },
 ];
 
-fn parse(mut args: Args) -> Result<Option<BenchOptions>, UsageError> {
+/// The options of `cargo xtask bench`, `None` for `--help`.
+pub fn parse(mut args: Args) -> Result<Option<BenchOptions>, UsageError> {
     if args.help() {
         return Ok(None);
     }
@@ -100,9 +130,22 @@ fn parse(mut args: Args) -> Result<Option<BenchOptions>, UsageError> {
         list: args.flag("--list"),
         filter: args.value("--filter")?,
         cases: args.values("--case")?,
+        anchors: args.flag("--anchors"),
+        python: args.value("--python")?,
+        cpu: cpu_options(&mut args)?,
     };
+    if options.anchors && options.check {
+        return Err(UsageError(
+            "--anchors times the references; --check only verifies results (no timing): use one"
+                .into(),
+        ));
+    }
+    if options.python.is_some() && !options.anchors {
+        return Err(UsageError("--python only applies with --anchors".into()));
+    }
     for case in &options.cases {
-        conv::CaseSpec::parse(case).map_err(|e| UsageError(format!("--case `{case}`: {e}")))?;
+        conv::spec::CaseSpec::parse(case)
+            .map_err(|e| UsageError(format!("--case `{case}`: {e}")))?;
     }
     let options = BenchOptions {
         filter: match (&options.filter, options.cases.is_empty()) {
@@ -113,6 +156,25 @@ fn parse(mut args: Args) -> Result<Option<BenchOptions>, UsageError> {
     };
     args.finish()?;
     Ok(Some(options))
+}
+
+/// The CPU backend's options from `--cpu-dense ALGORITHM` and `--unfused`.
+fn cpu_options(args: &mut Args) -> Result<ttconv_cpu::CpuOptions, UsageError> {
+    use ttconv_cpu::{CpuOptions, DenseAlgorithm};
+    let dense = match args.value("--cpu-dense")?.as_deref() {
+        None | Some("auto") => DenseAlgorithm::Auto,
+        Some("rows") => DenseAlgorithm::Rows,
+        Some("im2col") => DenseAlgorithm::Im2col,
+        Some(other) => {
+            return Err(UsageError(format!(
+                "--cpu-dense takes auto, rows or im2col, got `{other}`"
+            )));
+        }
+    };
+    Ok(CpuOptions {
+        dense,
+        fused: !args.flag("--unfused"),
+    })
 }
 
 /// Entry point of the task.
@@ -129,21 +191,40 @@ pub fn main(args: Args) -> ExitCode {
         }
         Err(e) => return usage_exit("bench", &e),
     };
+    if !options.list && options.cpu != ttconv_cpu::CpuOptions::default() {
+        println!("bench: CPU backend with {:?} (A/B run)", options.cpu);
+    }
     if !options.list {
         println!(
-            "bench: {} rayon thread(s){}{}",
+            "bench: {} rayon thread(s){}{}{}",
             rayon::current_num_threads(),
             if options.quick { ", quick" } else { "" },
+            if options.anchors {
+                ", anchors measured in this run"
+            } else {
+                ""
+            },
             options
                 .filter
                 .as_deref()
                 .map_or(String::new(), |f| format!(", filter `{f}`"))
         );
     }
+    let anchors = if options.anchors && !options.list {
+        match anchors::measure(&options) {
+            Ok(run) => Some(run),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let mut cases = 0;
     let mut failures = Vec::new();
     for part in PARTS {
-        match (part.run)(&options) {
+        match (part.run)(&options, anchors.as_ref()) {
             Ok(outcome) => {
                 cases += outcome.cases;
                 failures.extend(outcome.check_failures);
@@ -175,133 +256,59 @@ pub fn main(args: Args) -> ExitCode {
     }
 }
 
-/// Wall-clock times of repeated runs.
-#[derive(Clone, Debug)]
-pub struct Timing {
-    /// Seconds of each timed run (warm-up runs excluded).
-    pub times: Vec<f64>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Timing {
-    /// Runs `f` `warmup` times untimed, then `repeats` times timed (at least once).
-    pub fn measure<R>(warmup: usize, repeats: usize, mut f: impl FnMut() -> R) -> (Self, R) {
-        for _ in 0..warmup {
-            std::hint::black_box(f());
+    fn parse_str(s: &str) -> Result<Option<BenchOptions>, UsageError> {
+        parse(Args::new(s.split_whitespace().map(String::from)))
+    }
+
+    #[test]
+    fn parses_every_option() {
+        let o = parse_str("--quick --filter conv/2d --anchors --python /usr/bin/python3")
+            .unwrap()
+            .unwrap();
+        assert!(o.quick && o.anchors && !o.check && !o.list);
+        assert_eq!(o.filter.as_deref(), Some("conv/2d"));
+        assert_eq!(o.python.as_deref(), Some("/usr/bin/python3"));
+        let o = parse_str("--case c=8,s=16,k=3 --case c=4,s=8,k=3")
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.cases.len(), 2);
+        assert_eq!(
+            o.filter.as_deref(),
+            Some("conv/"),
+            "--case implies the conv part"
+        );
+        let o = parse_str("").unwrap().unwrap();
+        assert!(!o.anchors && o.python.is_none() && o.filter.is_none());
+        assert_eq!(o.cpu, ttconv_cpu::CpuOptions::default());
+        let o = parse_str("--cpu-dense rows --unfused").unwrap().unwrap();
+        assert_eq!(o.cpu.dense, ttconv_cpu::DenseAlgorithm::Rows);
+        assert!(!o.cpu.fused);
+        let o = parse_str("--cpu-dense im2col").unwrap().unwrap();
+        assert_eq!(o.cpu.dense, ttconv_cpu::DenseAlgorithm::Im2col);
+        assert!(o.cpu.fused);
+        assert!(parse_str("--help").unwrap().is_none());
+    }
+
+    #[test]
+    fn rejects_contradictions_and_bad_cases() {
+        for bad in [
+            "--anchors --check",
+            "--python python3",
+            "--case c=8",
+            "--filter",
+            "--anchor",
+            "--cpu-dense winograd",
+        ] {
+            assert!(parse_str(bad).is_err(), "`{bad}` should be rejected");
         }
-        let mut times = Vec::with_capacity(repeats.max(1));
-        let mut last = None;
-        for _ in 0..repeats.max(1) {
-            let start = Instant::now();
-            let r = std::hint::black_box(f());
-            times.push(start.elapsed().as_secs_f64());
-            last = Some(r);
-        }
-        (Self { times }, last.expect("at least one run"))
+        let e = parse_str("--case c=8,s=4").unwrap_err();
+        assert!(
+            e.0.contains("--case `c=8,s=4`") && e.0.contains("`k=` is required"),
+            "{e}"
+        );
     }
-
-    /// The median (mean of the two middle values for an even count).
-    pub fn median(&self) -> f64 {
-        let mut t = self.times.clone();
-        t.sort_by(f64::total_cmp);
-        let n = t.len();
-        if n % 2 == 1 {
-            t[n / 2]
-        } else {
-            0.5 * (t[n / 2 - 1] + t[n / 2])
-        }
-    }
-
-    /// The fastest run.
-    pub fn min(&self) -> f64 {
-        self.times.iter().copied().fold(f64::INFINITY, f64::min)
-    }
-}
-
-/// A text table with right-aligned columns.
-#[derive(Debug)]
-pub struct Table {
-    headers: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    /// A table with these column headers.
-    pub fn new(headers: &[&str]) -> Self {
-        Self {
-            headers: headers.iter().map(|h| h.to_string()).collect(),
-            rows: Vec::new(),
-        }
-    }
-
-    /// Appends a row (as many cells as headers).
-    pub fn row(&mut self, cells: Vec<String>) {
-        debug_assert_eq!(cells.len(), self.headers.len());
-        self.rows.push(cells);
-    }
-
-    /// Whether no row was added.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-}
-
-impl std::fmt::Display for Table {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let widths: Vec<usize> = (0..self.headers.len())
-            .map(|c| {
-                self.rows
-                    .iter()
-                    .map(|r| r[c].chars().count())
-                    .chain([self.headers[c].chars().count()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let line = |f: &mut std::fmt::Formatter<'_>, cells: &[String]| {
-            let text: Vec<String> = cells
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:>w$}"))
-                .collect();
-            writeln!(f, "{}", text.join("  ").trim_end())
-        };
-        line(f, &self.headers)?;
-        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        line(f, &rule)?;
-        for r in &self.rows {
-            line(f, r)?;
-        }
-        Ok(())
-    }
-}
-
-/// `target/bench/` of the workspace (or of `$CARGO_TARGET_DIR`).
-pub fn out_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .expect("xtask lives in the workspace root")
-                .join("target")
-        });
-    target.join("bench")
-}
-
-/// Writes `value` as pretty JSON to `target/bench/<name>.json`; returns the path.
-pub fn write_json(name: &str, value: &serde_json::Value) -> Result<PathBuf, String> {
-    let dir = out_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(format!("{name}.json"));
-    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
-    std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(path)
-}
-
-/// Seconds since the Unix epoch (for the JSON records).
-pub fn unix_time() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -12,6 +12,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use super::output::write_atomic;
+
 /// A line of the plot: label, colour, value of a point.
 type Series = (&'static str, RGBColor, fn(&SweepPoint) -> f64);
 
@@ -28,8 +30,14 @@ pub struct SweepPoint {
     pub floor_ms: f64,
 }
 
-/// Draws `points` (sorted by rank) to `path`.
+/// Draws `points` (sorted by rank) to `path` (rendered in memory, then written atomically).
 pub fn rank_sweep(path: &Path, title: &str, points: &[SweepPoint]) -> Result<(), String> {
+    let mut svg = String::new();
+    draw(&mut svg, path, title, points)?;
+    write_atomic(path, svg.as_bytes())
+}
+
+fn draw(svg: &mut String, path: &Path, title: &str, points: &[SweepPoint]) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| format!("plot {}: {e}", path.display());
     if points.is_empty() {
         return Err(err(&"no points"));
@@ -40,7 +48,7 @@ pub fn rank_sweep(path: &Path, title: &str, points: &[SweepPoint]) -> Result<(),
         .flat_map(|p| [p.factorized_ms, p.reconstructed_ms, p.floor_ms])
         .fold(0.0f64, f64::max)
         * 1.4;
-    let root = SVGBackend::new(path, (800, 520)).into_drawing_area();
+    let root = SVGBackend::with_string(svg, (800, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))

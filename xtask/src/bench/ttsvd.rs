@@ -1,14 +1,12 @@
-//! The TT-SVD part: `tt_svd` of random conv kernels in TT order `(in, k, k, out)`, against the
-//! TensorLy anchor of issue 2 (TensorLy 0.10 `tensor_train`, numpy + OpenBLAS, this 2-core
-//! machine, median of 4 runs, seconds).
+//! The TT-SVD part: `tt_svd` of random conv kernels in TT order `(in, k, k, out)`.
 //!
 //! Cases: kernels (64,3,3,64), (256,3,3,256), (512,3,3,512); rank specs `'same'`, `0.1` and `32`;
 //! f32 and f64; i.i.d. N(0, 0.02) data (seeded). Each is timed as the median of repeats (fewer for
 //! the big kernels) after a warm-up run. `--check` verifies that the ranks are TensorLy's (the
-//! resolved spec, capped like `tensor_train`), that the reported relative error matches the one
-//! measured by densifying. The speedup over the anchor (target [`TARGET_SPEEDUP`]) is reported,
-//! not checked: `--check` runs in CI on slow, shared machines, where no timing can be asserted.
-
+//! resolved spec, capped like `tensor_train`) and that the reported relative error matches the one
+//! measured by densifying. With `--anchors`, TensorLy's `tensor_train` is timed in the same run on
+//! the same shapes, specs and dtypes with the same repeats, and the speedup and the target
+//! ([`TARGET_SPEEDUP`]) are reported from those figures; without it, no speedup and no verdict.
 use ndarray::{ArrayD, IxDyn};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -18,22 +16,20 @@ use tt_core::{
     RankSpec, Scalar, SvdMethod, Truncation, TruncationReport, TtTensor, cap_ranks, tt_svd,
 };
 
-use super::{BenchOptions, PartOutcome, Table, Timing, unix_time, write_json};
+use super::anchors::AnchorRun;
+use super::anchors::targets;
+use super::machine::LoadMeter;
+use super::measure::Timing;
+use super::output::{unix_time, write_json};
+use super::{BenchOptions, PartOutcome, Table};
 
-/// The issue's target: at least this many times faster than TensorLy on every case.
-pub const TARGET_SPEEDUP: f64 = 5.0;
+/// The target: at least this many times faster than TensorLy on every case.
+pub const TARGET_SPEEDUP: f64 = targets::TTSVD_MIN;
 
 /// Standard deviation of the random kernels.
 const STD: f64 = 0.02;
 
 const SHAPES: [[usize; 4]; 3] = [[64, 3, 3, 64], [256, 3, 3, 256], [512, 3, 3, 512]];
-
-/// TensorLy seconds, (f32, f64), per shape (index in [`SHAPES`]) and spec (`same`, `0.1`, `32`).
-const ANCHORS: [[(f64, f64); 3]; 3] = [
-    [(0.017, 0.015), (0.012, 0.009), (0.011, 0.011)],
-    [(0.45, 0.46), (0.21, 0.19), (0.22, 0.16)],
-    [(2.62, 2.72), (1.18, 0.92), (1.04, 0.99)],
-];
 
 fn specs() -> [(&'static str, RankSpec); 3] {
     [
@@ -43,9 +39,12 @@ fn specs() -> [(&'static str, RankSpec); 3] {
     ]
 }
 
+/// The scalar type of a case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Dtype {
+pub enum Dtype {
+    /// `f32`.
     F32,
+    /// `f64`.
     F64,
 }
 
@@ -54,6 +53,14 @@ impl Dtype {
         match self {
             Dtype::F32 => "f32",
             Dtype::F64 => "f64",
+        }
+    }
+
+    /// numpy's name of the type.
+    pub fn numpy(self) -> &'static str {
+        match self {
+            Dtype::F32 => "float32",
+            Dtype::F64 => "float64",
         }
     }
 }
@@ -137,10 +144,66 @@ fn fmt_secs(s: f64) -> String {
     }
 }
 
-/// Runs the selected TT-SVD cases.
-pub fn run(options: &BenchOptions) -> Result<PartOutcome, String> {
+/// One selected case.
+#[derive(Clone, Debug)]
+pub struct Selected {
+    /// Its id, `ttsvd/<shape>/<spec>/<dtype>`.
+    pub id: String,
+    /// The kernel's shape.
+    pub shape: [usize; 4],
+    /// Its index in [`SHAPES`] (the data seed).
+    pub shape_index: usize,
+    /// The spec's name in the id.
+    pub spec_name: &'static str,
+    /// The rank spec.
+    pub spec: RankSpec,
+    /// The scalar type.
+    pub dtype: Dtype,
+    /// Untimed runs.
+    pub warmup: usize,
+    /// Timed runs.
+    pub runs: usize,
+}
+
+/// The cases `options` select, in run order.
+pub fn selected(options: &BenchOptions) -> Vec<Selected> {
+    let mut out = Vec::new();
+    for (si, shape) in SHAPES.iter().enumerate() {
+        let size: usize = shape.iter().product();
+        let shape_text = shape.map(|n| n.to_string()).join("x");
+        for (spec_name, spec) in specs() {
+            for dtype in [Dtype::F32, Dtype::F64] {
+                let id = format!("ttsvd/{shape_text}/{spec_name}/{}", dtype.name());
+                if options.selects(&id) {
+                    let (warmup, runs) = repeats(size, options.quick);
+                    out.push(Selected {
+                        id,
+                        shape: *shape,
+                        shape_index: si,
+                        spec_name,
+                        spec: spec.clone(),
+                        dtype,
+                        warmup,
+                        runs,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs the selected TT-SVD cases; `anchors` holds this run's TensorLy figures when measured.
+pub fn run(options: &BenchOptions, anchors: Option<&AnchorRun>) -> Result<PartOutcome, String> {
     let mut outcome = PartOutcome::default();
-    let mut table = Table::new(&[
+    let cases = selected(options);
+    if options.list {
+        for c in &cases {
+            println!("{}", c.id);
+        }
+        return Ok(outcome);
+    }
+    let mut headers = vec![
         "shape",
         "spec",
         "dtype",
@@ -149,76 +212,107 @@ pub fn run(options: &BenchOptions) -> Result<PartOutcome, String> {
         "svd",
         "runs",
         "median s",
-        "TensorLy s",
-        "speedup",
-    ]);
-    let mut records = Vec::new();
-    for (si, shape) in SHAPES.iter().enumerate() {
-        let size: usize = shape.iter().product();
-        let shape_text = shape.map(|n| n.to_string()).join("x");
-        let data = kernel(shape, 1000 + si as u64);
-        for (pi, (spec_name, spec)) in specs().iter().enumerate() {
-            for dtype in [Dtype::F32, Dtype::F64] {
-                let id = format!("ttsvd/{shape_text}/{spec_name}/{}", dtype.name());
-                if !options.selects(&id) {
-                    continue;
-                }
-                if options.list {
-                    println!("{id}");
-                    continue;
-                }
-                let (warmup, runs) = repeats(size, options.quick);
-                let m = match dtype {
-                    Dtype::F32 => measure::<f32>(&data, spec, warmup, runs, options.check)?,
-                    Dtype::F64 => measure::<f64>(&data, spec, warmup, runs, options.check)?,
-                };
-                let (a32, a64) = ANCHORS[si][pi];
-                let anchor = if dtype == Dtype::F32 { a32 } else { a64 };
-                let median = m.timing.median();
-                let speedup = anchor / median;
-                outcome.cases += 1;
-                if options.check {
-                    check_case(&id, shape, spec, &m, dtype, &mut outcome.check_failures)?;
-                }
-                table.row(vec![
-                    shape_text.clone(),
-                    spec_name.to_string(),
-                    dtype.name().into(),
-                    format!("{:?}", m.report.ranks),
-                    format!("{:.4}", m.report.rel_error),
-                    methods(&m.report),
-                    m.timing.times.len().to_string(),
-                    fmt_secs(median),
-                    format!("{anchor}"),
-                    format!("{speedup:.1}x"),
-                ]);
-                records.push(json!({
-                    "id": id,
-                    "shape": shape,
-                    "spec": spec_name,
-                    "dtype": dtype.name(),
-                    "ranks": m.report.ranks,
-                    "requested_ranks": m.report.requested_ranks,
-                    "rel_error": m.report.rel_error,
-                    "measured_rel_error": m.measured_error,
-                    "svd_methods": methods(&m.report),
-                    "warmup": warmup,
-                    "times_s": m.timing.times,
-                    "median_s": median,
-                    "min_s": m.timing.min(),
-                    "tensorly_s": anchor,
-                    "speedup": speedup,
-                }));
-            }
-        }
+    ];
+    if anchors.is_some() {
+        headers.extend(["TensorLy s", "speedup", "TensorLy ranks"]);
     }
-    if options.list || table.is_empty() {
+    let mut table = Table::new(&headers);
+    let mut records = Vec::new();
+    let mut speedups = Vec::new();
+    let (mut loads, mut anchor_loads) = (Vec::new(), Vec::new());
+    for c in &cases {
+        let shape_text = c.shape.map(|n| n.to_string()).join("x");
+        // The same data for every case of a shape (seeded by the shape's index).
+        let data = kernel(&c.shape, 1000 + c.shape_index as u64);
+        let load = LoadMeter::start();
+        let m = match c.dtype {
+            Dtype::F32 => measure::<f32>(&data, &c.spec, c.warmup, c.runs, options.check)?,
+            Dtype::F64 => measure::<f64>(&data, &c.spec, c.warmup, c.runs, options.check)?,
+        };
+        let external_load = load.fraction();
+        loads.push(external_load);
+        let median = m.timing.median();
+        let anchor = anchors.and_then(|a| a.ttsvd.get(&c.id));
+        anchor_loads.push(anchor.and_then(|a| a.external_load));
+        let speedup = anchor.map(|a| a.median_s / median);
+        outcome.cases += 1;
+        if options.check {
+            check_case(
+                &c.id,
+                &c.shape,
+                &c.spec,
+                &m,
+                c.dtype,
+                &mut outcome.check_failures,
+            )?;
+        }
+        let mut row = vec![
+            shape_text,
+            c.spec_name.to_string(),
+            c.dtype.name().into(),
+            format!("{:?}", m.report.ranks),
+            format!("{:.4}", m.report.rel_error),
+            methods(&m.report),
+            m.timing.times.len().to_string(),
+            fmt_secs(median),
+        ];
+        if anchors.is_some() {
+            row.extend(match (anchor, speedup) {
+                (Some(a), Some(x)) => {
+                    speedups.push(x);
+                    [
+                        fmt_secs(a.median_s),
+                        format!("{x:.1}x"),
+                        format!("{:?}", a.ranks),
+                    ]
+                }
+                _ => ["-".into(), "-".into(), "-".into()],
+            });
+        }
+        table.row(row);
+        records.push(json!({
+            "id": c.id,
+            "shape": c.shape,
+            "spec": c.spec_name,
+            "dtype": c.dtype.name(),
+            "ranks": m.report.ranks,
+            "requested_ranks": m.report.requested_ranks,
+            "rel_error": m.report.rel_error,
+            "measured_rel_error": m.measured_error,
+            "svd_methods": methods(&m.report),
+            "warmup": c.warmup,
+            "times_s": m.timing.times,
+            "median_s": median,
+            "min_s": m.timing.min(),
+            "tensorly_s": anchor.map(|a| a.median_s),
+            "tensorly_ranks": anchor.map(|a| a.ranks.clone()),
+            "tensorly_rel_error": anchor.map(|a| a.rel_error),
+            "speedup": speedup,
+            "external_load": external_load,
+            "tensorly_external_load": anchor.and_then(|a| a.external_load),
+        }));
+    }
+    if table.is_empty() {
         return Ok(outcome);
     }
     println!(
-        "\nTT-SVD (tt_svd by rank spec; TensorLy 0.10 tensor_train anchor, 2 cores, median of 4)"
+        "\nTT-SVD (tt_svd by rank spec, median s{})",
+        anchors.map_or(String::new(), |a| format!(
+            "; TensorLy measured in this run: {}",
+            a.source()
+        ))
     );
     print!("{table}");
+    let verdict = anchors
+        .filter(|_| speedups.len() == cases.len())
+        .and_then(|_| targets::ttsvd_verdict(&speedups))
+        .map(|v| match targets::judgeable(&loads, &anchor_loads) {
+            Ok(()) => v.line,
+            Err(line) => line,
+        });
+    if let Some(line) = &verdict {
+        println!("\nTarget, from this run's figures only:\n  {line}");
+    }
     let path = write_json(
         "ttsvd",
         &json!({
@@ -228,8 +322,9 @@ pub fn run(options: &BenchOptions) -> Result<PartOutcome, String> {
             "quick": options.quick,
             "filter": options.filter,
             "data": format!("i.i.d. N(0, {STD}), seeded"),
-            "anchor": "TensorLy 0.10 tensor_train, numpy + OpenBLAS, 2 cores, median of 4 runs",
+            "anchor": anchors.map(AnchorRun::source),
             "target_speedup": TARGET_SPEEDUP,
+            "verdict": verdict,
             "cases": records,
         }),
     )?;
