@@ -237,3 +237,26 @@ fn unallocatable_sizes_are_errors() {
         assert_eq!(y.shape(), &[1, 2, 1, 4000]);
     }
 }
+
+/// The crate's rule for activations: a NaN in the input is not an error and reaches exactly the
+/// outputs whose receptive field holds it (here one position of a 1-D layer, kernel 3, padding 1).
+#[test]
+fn non_finite_inputs_propagate_to_their_receptive_field() {
+    let cpu = CpuBackend::new();
+    let layer = TtConv::new(TtConvConfig::new(2, 3, vec![3]).padding(1)).unwrap();
+    let mut x = ArrayD::<f32>::ones(IxDyn(&[1, 2, 9]));
+    x[[0, 1, 4]] = f32::NAN;
+    for implementation in [Implementation::Factorized, Implementation::Reconstructed] {
+        let y = layer.forward_with(&cpu, x.view(), implementation).unwrap();
+        for p in 0..9 {
+            let touched = (3..=5).contains(&p);
+            for o in 0..3 {
+                assert_eq!(
+                    y[[0, o, p]].is_nan(),
+                    touched,
+                    "{implementation:?} o {o} p {p}"
+                );
+            }
+        }
+    }
+}

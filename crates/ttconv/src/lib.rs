@@ -8,6 +8,21 @@
 //!
 //! The layer ([`TtConv`]) never names a backend: it runs on any [`Backend`] (the CPU one lives in
 //! `ttconv-cpu`, the CUDA one in `ttconv-cuda`).
+//!
+//! # Non-finite values (NaN, infinity)
+//!
+//! - **Weights are rejected at the door.** Every way in — [`TtConv::from_dense`],
+//!   [`TtConv::init_from_tensor`], [`TtConv::init_from_decomposition`], [`TtConv::set_cores`],
+//!   [`TtConv::set_bias`] — returns [`Error::NonFinite`] (or the TT-SVD's error) and leaves the
+//!   layer unchanged, so a layer's weights are always finite.
+//! - **Optimiser steps are all or nothing.** [`Optimizer::step`] refuses out-of-range
+//!   hyperparameters, non-finite gradients and updates that would overflow, and then changes
+//!   neither the layer nor its own state.
+//! - **Activations propagate.** Inputs and upstream gradients are not scanned (that would cost a
+//!   pass over every tensor per call): a NaN or infinity in `x` or `dL/dy` reaches the outputs
+//!   and gradients that depend on it, as in PyTorch.
+//! - **Sizes** that overflow or exceed [`MAX_ACTIVATION_ELEMENTS`] or
+//!   [`tt_core::MAX_TT_PARAMETERS`] are typed errors before anything is allocated.
 
 mod backend;
 mod backward;
