@@ -103,8 +103,12 @@ pub(crate) fn read_legacy(bytes: &[u8], limits: &Limits) -> Result<Checkpoint> {
     let mut next = |what: &str| -> Result<Value> {
         let rest = &bytes[pos..];
         let window = &rest[..rest.len().min(limits.max_header_bytes as usize)];
-        let (v, used) = pickle::load(window)
-            .map_err(|e| Error::corrupt("legacy torch file", format!("{what}: {e}")))?;
+        let (v, used) = pickle::load(window).map_err(|e| match e {
+            Error::Corrupt { what: w, reason } => {
+                Error::corrupt(format!("{w} of the legacy file's {what}"), reason)
+            }
+            other => other,
+        })?;
         pos += used;
         Ok(v)
     };
