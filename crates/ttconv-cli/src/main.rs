@@ -10,13 +10,16 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use ttconv::Backend;
 use ttconv_models::{
-    Checkpoint, Limits, Pattern, Policy, Progress, RankRule, ReportOptions, Target,
-    TtMetadata, compress, decompress, find_tt_layers, read_checkpoint, write_atomic,
-    write_checkpoint,
+    Checkpoint, Limits, Pattern, Policy, Progress, RankRule, ReportOptions, Target, TtMetadata,
+    compress, decompress, find_tt_layers, read_checkpoint, write_atomic, write_checkpoint,
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "ttconv", version, about = "Tensor-Train compression of convolution checkpoints")]
+#[command(
+    name = "ttconv",
+    version,
+    about = "Tensor-Train compression of convolution checkpoints"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,7 +29,7 @@ struct Cli {
 enum Command {
     /// Decompose every eligible convolution kernel into TT cores (TensorLy-Torch names); writes
     /// safetensors and prints a per-layer table.
-    Compress(CompressArgs),
+    Compress(Box<CompressArgs>),
     /// List a file's tensors and its TT layers.
     Inspect {
         /// A safetensors or PyTorch (.pt / .pth) file.
@@ -100,7 +103,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn run(command: Command) -> Res<()> {
     match command {
-        Command::Compress(args) => run_compress(args),
+        Command::Compress(args) => run_compress(*args),
         Command::Inspect { file } => run_inspect(&file),
         Command::Decompress { input, output } => run_decompress(&input, &output),
     }
@@ -120,7 +123,11 @@ fn policy_of(args: &CompressArgs) -> Res<Policy> {
             .ok_or_else(|| format!("--layer `{l}`: PATTERN=SPEC expected"))?;
         overrides.push((Pattern::new(p)?, RankRule::parse(spec)?));
     }
-    let patterns = |v: &[String]| v.iter().map(|p| Pattern::new(p)).collect::<Result<Vec<_>, _>>();
+    let patterns = |v: &[String]| {
+        v.iter()
+            .map(|p| Pattern::new(p))
+            .collect::<Result<Vec<_>, _>>()
+    };
     Ok(Policy {
         target,
         max_rank: args.max_rank,
@@ -199,7 +206,10 @@ fn run_compress(args: CompressArgs) -> Res<()> {
 }
 
 fn shape_text(s: &[usize]) -> String {
-    s.iter().map(|n| n.to_string()).collect::<Vec<_>>().join("x")
+    s.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join("x")
 }
 
 /// Writes to stdout; a closed pipe (`ttconv inspect f | head`) ends the output quietly.
@@ -215,10 +225,21 @@ fn run_inspect(path: &Path) -> Res<()> {
     use std::fmt::Write;
     let ckpt: Checkpoint = read_checkpoint(path, &Limits::default())?;
     let mut out = String::new();
-    writeln!(out, "{}: {} tensors, {} parameters", path.display(), ckpt.tensors.len(), ckpt.numel())?;
+    writeln!(
+        out,
+        "{}: {} tensors, {} parameters",
+        path.display(),
+        ckpt.tensors.len(),
+        ckpt.numel()
+    )?;
     let width = ckpt.tensors.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     for (name, t) in &ckpt.tensors {
-        writeln!(out, "  {name:<width$}  {:<4}  {}", t.dtype().name(), shape_text(t.shape()))?;
+        writeln!(
+            out,
+            "  {name:<width$}  {:<4}  {}",
+            t.dtype().name(),
+            shape_text(t.shape())
+        )?;
     }
     let layers = find_tt_layers(&ckpt)?;
     if layers.is_empty() {
@@ -236,7 +257,12 @@ fn run_inspect(path: &Path) -> Res<()> {
             .map_or_else(|| "-".to_string(), |e| format!("{e:.4}"));
         let geometry = l.meta.geometry().map_or_else(
             || "geometry unknown".to_string(),
-            |g| format!("stride {:?} padding {:?} dilation {:?}", g.stride, g.padding, g.dilation),
+            |g| {
+                format!(
+                    "stride {:?} padding {:?} dilation {:?}",
+                    g.stride, g.padding, g.dilation
+                )
+            },
         );
         writeln!(
             out,
@@ -263,4 +289,3 @@ fn run_decompress(input: &Path, output: &Path) -> Res<()> {
         output.display()
     ))
 }
-

@@ -76,12 +76,21 @@ fn classify(c: &Candidate, policy: &Policy) -> std::result::Result<Option<RankRu
     if c.shape[1] == 1 {
         return Err(SkipReason::SingleInputChannel);
     }
-    if let Some(p) = policy.exclude.iter().find(|p| p.matches(&c.layer, &c.tensor)) {
+    if let Some(p) = policy
+        .exclude
+        .iter()
+        .find(|p| p.matches(&c.layer, &c.tensor))
+    {
         return Err(SkipReason::Excluded {
             pattern: p.as_str().to_string(),
         });
     }
-    if !policy.include.is_empty() && !policy.include.iter().any(|p| p.matches(&c.layer, &c.tensor)) {
+    if !policy.include.is_empty()
+        && !policy
+            .include
+            .iter()
+            .any(|p| p.matches(&c.layer, &c.tensor))
+    {
         return Err(SkipReason::NotIncluded);
     }
     let params: usize = c.shape.iter().product();
@@ -91,7 +100,11 @@ fn classify(c: &Candidate, policy: &Policy) -> std::result::Result<Option<RankRu
             min: policy.min_params,
         });
     }
-    match policy.overrides.iter().find(|(p, _)| p.matches(&c.layer, &c.tensor)) {
+    match policy
+        .overrides
+        .iter()
+        .find(|(p, _)| p.matches(&c.layer, &c.tensor))
+    {
         Some((p, RankRule::Dense)) => Err(SkipReason::KeptDense {
             pattern: p.as_str().to_string(),
         }),
@@ -156,7 +169,9 @@ pub fn compress(
     }
     let dense_eligible: usize = eligible.iter().map(|e| e.kernel.len()).sum();
     let by_ratio: Vec<usize> = match policy.target {
-        Target::Ratio(_) => (0..eligible.len()).filter(|&i| eligible[i].rule.is_none()).collect(),
+        Target::Ratio(_) => (0..eligible.len())
+            .filter(|&i| eligible[i].rule.is_none())
+            .collect(),
         Target::PerLayer(_) => Vec::new(),
     };
     let total_steps = eligible.len() + by_ratio.len();
@@ -201,7 +216,8 @@ pub fn compress(
                 what: &e.cand.layer,
             });
             done += 1;
-            let (sv, norm) = layer_bridge::spectra(&e.kernel).map_err(|err| layer_error(&e.cand, err))?;
+            let (sv, norm) =
+                layer_bridge::spectra(&e.kernel).map_err(|err| layer_error(&e.cand, err))?;
             spectra.push(Spectrum {
                 shape: layer_bridge::tt_shape(&e.cand.shape),
                 singular_values: sv,

@@ -53,7 +53,8 @@ pub fn read_checkpoint(path: impl AsRef<Path>, limits: &Limits) -> Result<Checkp
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     Limits::check("file", len, limits.max_file_bytes)?;
     let mut bytes = Vec::with_capacity(len as usize);
-    file.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
     parse_checkpoint(&bytes, limits)
 }
 
@@ -82,7 +83,9 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8], input: Option<&Path>) 
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io(tmp.path(), e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
 }

@@ -76,7 +76,8 @@ pub(crate) fn decompose(kernel: &ArrayD<f32>, how: &Decomposition) -> Result<TtT
 /// (step k: the k-th unfolding of the permuted kernel, since nothing is truncated before it),
 /// and `||W||_F`.
 pub(crate) fn spectra(kernel: &ArrayD<f32>) -> Result<(Vec<Vec<f64>>, f64)> {
-    let (_, report) = TtConv::from_dense(kernel.view(), None, 1, 0, 1, &Truncation::tolerance(0.0))?;
+    let (_, report) =
+        TtConv::from_dense(kernel.view(), None, 1, 0, 1, &Truncation::tolerance(0.0))?;
     Ok((report.singular_values, report.norm))
 }
 
@@ -86,7 +87,10 @@ pub(crate) fn kernel_f64(tt: &TtTensor<f32>) -> Result<ArrayD<f64>> {
     let n = dense.ndim();
     let mut perm = vec![n - 1];
     perm.extend(0..n - 1);
-    Ok(dense.permuted_axes(IxDyn(&perm)).as_standard_layout().to_owned())
+    Ok(dense
+        .permuted_axes(IxDyn(&perm))
+        .as_standard_layout()
+        .to_owned())
 }
 
 /// `||W - W_tt||_F / ||W||_F` in f64 (0 for a zero kernel reproduced exactly).

@@ -35,9 +35,7 @@ pub use file::{
 };
 pub use layer_bridge::TtTensor;
 pub use meta::{Geometry, LayerMeta, METADATA_KEY, TtMetadata};
-pub use policy::{
-    Pattern, Policy, RankRule, SkipReason, Target, is_kernel_candidate, layer_name,
-};
+pub use policy::{Pattern, Policy, RankRule, SkipReason, Target, is_kernel_candidate, layer_name};
 pub use report::{LayerReport, Macs, Outcome, Report, Totals};
 pub use tensor::{Checkpoint, DType, Limits, Tensor};
 pub use tt_layers::{

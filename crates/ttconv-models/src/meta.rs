@@ -123,10 +123,7 @@ impl TtMetadata {
                 layers: BTreeMap::new(),
             }),
             Some(text) => serde_json::from_str(text).map_err(|e| {
-                Error::corrupt(
-                    "`ttconv` metadata",
-                    format!("not the expected JSON ({e})"),
-                )
+                Error::corrupt("`ttconv` metadata", format!("not the expected JSON ({e})"))
             }),
         }
     }

@@ -84,8 +84,15 @@ impl Value {
     /// Number of nodes, for the copy budget.
     fn weight(&self) -> usize {
         match self {
-            Value::Tuple(v, _) | Value::List(v, _) => 1 + v.iter().map(Value::weight).sum::<usize>(),
-            Value::Dict(v, _) => 1 + v.iter().map(|(k, x)| k.weight() + x.weight()).sum::<usize>(),
+            Value::Tuple(v, _) | Value::List(v, _) => {
+                1 + v.iter().map(Value::weight).sum::<usize>()
+            }
+            Value::Dict(v, _) => {
+                1 + v
+                    .iter()
+                    .map(|(k, x)| k.weight() + x.weight())
+                    .sum::<usize>()
+            }
             Value::Str(s) => 1 + s.len() / 64,
             Value::Bytes(b) => 1 + b.len() / 64,
             _ => 1,
@@ -211,11 +218,14 @@ impl<'a> Machine<'a> {
 
     fn line(&mut self) -> Result<&'a str> {
         let rest = &self.data[self.pos..];
-        let end = rest.iter().position(|&b| b == b'\n').ok_or(Error::Truncated {
-            what: format!("pickle text argument at byte {}", self.pos),
-            needed: rest.len() as u64 + 1,
-            available: rest.len() as u64,
-        })?;
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(Error::Truncated {
+                what: format!("pickle text argument at byte {}", self.pos),
+                needed: rest.len() as u64 + 1,
+                available: rest.len() as u64,
+            })?;
         let s = std::str::from_utf8(&rest[..end])
             .map_err(|_| Error::corrupt("pickle", "text argument is not UTF-8"))?;
         self.pos += end + 1;
@@ -224,7 +234,8 @@ impl<'a> Machine<'a> {
 
     fn string(&mut self, n: usize) -> Result<Value> {
         let b = self.take(n, "string")?;
-        let s = std::str::from_utf8(b).map_err(|_| Error::corrupt("pickle", "string is not UTF-8"))?;
+        let s =
+            std::str::from_utf8(b).map_err(|_| Error::corrupt("pickle", "string is not UTF-8"))?;
         Ok(Value::Str(s.to_string()))
     }
 
@@ -308,8 +319,11 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<()> {
-        if items.len() % 2 != 0 {
-            return Err(Error::corrupt("pickle", "SETITEMS with an odd number of values"));
+        if !items.len().is_multiple_of(2) {
+            return Err(Error::corrupt(
+                "pickle",
+                "SETITEMS with an odd number of values",
+            ));
         }
         let d = container_depth(items.iter())?;
         let target = self.top()?;
@@ -494,11 +508,7 @@ impl<'a> Machine<'a> {
                     let (Value::Str(module), Value::Str(name)) = (&module, &name) else {
                         return Err(Error::corrupt(
                             "pickle",
-                            format!(
-                                "STACK_GLOBAL on a {} and a {}",
-                                module.kind(),
-                                name.kind()
-                            ),
+                            format!("STACK_GLOBAL on a {} and a {}", module.kind(), name.kind()),
                         ));
                     };
                     let g = resolve_global(module, name)?;
@@ -648,7 +658,9 @@ fn call(callable: Value, args: Value) -> Result<Value> {
                         Value::Tuple(kv, _) if kv.len() == 2 => {
                             entries.push((kv[0].clone(), kv[1].clone()))
                         }
-                        _ => return Err(Error::corrupt("pickle", "OrderedDict item is not a pair")),
+                        _ => {
+                            return Err(Error::corrupt("pickle", "OrderedDict item is not a pair"));
+                        }
                     }
                 }
             }
@@ -657,20 +669,29 @@ fn call(callable: Value, args: Value) -> Result<Value> {
         }
         Global::RebuildParameter => match args.into_iter().next() {
             Some(t @ Value::Tensor(_)) => Ok(t),
-            _ => Err(Error::corrupt("pickle", "_rebuild_parameter without a tensor")),
+            _ => Err(Error::corrupt(
+                "pickle",
+                "_rebuild_parameter without a tensor",
+            )),
         },
         Global::RebuildTensor => {
             if args.len() < 4 {
                 return Err(Error::corrupt(
                     "pickle",
-                    format!("_rebuild_tensor with {} arguments, 4 or more expected", args.len()),
+                    format!(
+                        "_rebuild_tensor with {} arguments, 4 or more expected",
+                        args.len()
+                    ),
                 ));
             }
             let stride = as_sizes(&args[3], "stride")?;
             let size = as_sizes(&args[2], "size")?;
             let offset = as_u64(&args[1], "storage offset")?;
             let Value::Storage(storage) = std::mem::replace(&mut args[0], Value::None) else {
-                return Err(Error::corrupt("pickle", "_rebuild_tensor without a storage"));
+                return Err(Error::corrupt(
+                    "pickle",
+                    "_rebuild_tensor without a storage",
+                ));
             };
             if size.len() != stride.len() {
                 return Err(Error::corrupt(

@@ -30,7 +30,10 @@ impl RankRule {
             return Ok(RankRule::Dense);
         }
         if let Some(eps) = t.strip_prefix("tol:").or_else(|| t.strip_prefix("tol=")) {
-            let eps: f64 = eps.trim().parse().map_err(|_| bad("tolerance is not a number"))?;
+            let eps: f64 = eps
+                .trim()
+                .parse()
+                .map_err(|_| bad("tolerance is not a number"))?;
             return Self::tolerance(eps);
         }
         let list = t.trim_start_matches('[').trim_end_matches(']');

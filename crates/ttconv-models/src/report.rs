@@ -108,7 +108,10 @@ pub struct Report {
 }
 
 fn shape_text(s: &[usize]) -> String {
-    s.iter().map(|n| n.to_string()).collect::<Vec<_>>().join("x")
+    s.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join("x")
 }
 
 fn mega(n: u64) -> String {
@@ -127,15 +130,10 @@ impl Report {
     /// A text table: one row per kernel (name, kernel shape, ranks, params before -> after,
     /// ratio, kernel error, and MACs when measured), then the totals.
     pub fn to_table(&self) -> String {
-        let with_macs = self.layers.iter().any(|l| {
-            matches!(
-                &l.outcome,
-                Outcome::Compressed {
-                    macs: Some(_),
-                    ..
-                }
-            )
-        });
+        let with_macs = self
+            .layers
+            .iter()
+            .any(|l| matches!(&l.outcome, Outcome::Compressed { macs: Some(_), .. }));
         let mut rows: Vec<Vec<String>> = vec![{
             let mut h = vec!["layer", "kernel", "ranks", "params", "ratio", "error"];
             if with_macs {

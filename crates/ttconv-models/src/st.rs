@@ -69,7 +69,8 @@ pub(crate) fn read(bytes: &[u8], limits: &Limits) -> Result<Checkpoint> {
             available: bytes.len() as u64 - 8,
         });
     }
-    let st_err = |e: safetensors::SafeTensorError| Error::corrupt("safetensors file", e.to_string());
+    let st_err =
+        |e: safetensors::SafeTensorError| Error::corrupt("safetensors file", e.to_string());
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(st_err)?;
     let file = SafeTensors::deserialize(bytes).map_err(st_err)?;
     if file.len() > limits.max_tensors {
@@ -83,7 +84,11 @@ pub(crate) fn read(bytes: &[u8], limits: &Limits) -> Result<Checkpoint> {
     for (name, view) in file.iter() {
         let dtype = from_st(view.dtype(), name)?;
         let data = view.data();
-        Limits::check(&format!("tensor `{name}`"), data.len() as u64, limits.max_tensor_bytes)?;
+        Limits::check(
+            &format!("tensor `{name}`"),
+            data.len() as u64,
+            limits.max_tensor_bytes,
+        )?;
         let start = data.as_ptr() as usize - bytes.as_ptr() as usize;
         let tensor = Tensor::from_bytes(dtype, view.shape().to_vec(), data.to_vec())?;
         named.push((start, name.to_string(), tensor));

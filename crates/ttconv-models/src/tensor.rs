@@ -160,13 +160,17 @@ impl Tensor {
                 });
             }
         };
-        Ok(ArrayD::from_shape_vec(IxDyn(&self.shape), values).expect("length checked at construction"))
+        Ok(ArrayD::from_shape_vec(IxDyn(&self.shape), values)
+            .expect("length checked at construction"))
     }
 
     /// `array` stored in `dtype` (a float dtype; f16 / bf16 round to nearest even).
     pub fn from_f32_as(array: &ArrayD<f32>, dtype: DType) -> Self {
         let data: Vec<u8> = match dtype {
-            DType::F64 => array.iter().flat_map(|&v| f64::from(v).to_le_bytes()).collect(),
+            DType::F64 => array
+                .iter()
+                .flat_map(|&v| f64::from(v).to_le_bytes())
+                .collect(),
             DType::F16 => array
                 .iter()
                 .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())

@@ -80,12 +80,13 @@ pub(crate) fn read_zip(bytes: &[u8], limits: &Limits) -> Result<Checkpoint> {
     for (name, t) in entries {
         if !storages.contains_key(&t.storage.key) {
             let entry = format!("{root}data/{}", t.storage.key);
-            let data = read_entry(&entry, limits.max_tensor_bytes, "storage")?.ok_or_else(|| {
-                Error::corrupt(
-                    "torch zip",
-                    format!("tensor `{name}` refers to missing entry `{entry}`"),
-                )
-            })?;
+            let data =
+                read_entry(&entry, limits.max_tensor_bytes, "storage")?.ok_or_else(|| {
+                    Error::corrupt(
+                        "torch zip",
+                        format!("tensor `{name}` refers to missing entry `{entry}`"),
+                    )
+                })?;
             storages.insert(t.storage.key.clone(), data);
         }
         let tensor = materialize(&name, &t, &storages[&t.storage.key], limits)?;
@@ -125,9 +126,9 @@ pub(crate) fn read_legacy(bytes: &[u8], limits: &Limits) -> Result<Checkpoint> {
         }
     }
     if let Value::Dict(info, _) = next("sys info")?
-        && info.iter().any(|(k, v)| {
-            *k == Value::Str("little_endian".into()) && *v == Value::Bool(false)
-        })
+        && info
+            .iter()
+            .any(|(k, v)| *k == Value::Str("little_endian".into()) && *v == Value::Bool(false))
     {
         return Err(Error::corrupt(
             "legacy torch file",
@@ -159,7 +160,10 @@ pub(crate) fn read_legacy(bytes: &[u8], limits: &Limits) -> Result<Checkpoint> {
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     for key in keys {
         let Value::Str(key) = key else {
-            return Err(Error::corrupt("legacy torch file", "a storage key is not a string"));
+            return Err(Error::corrupt(
+                "legacy torch file",
+                "a storage key is not a string",
+            ));
         };
         let header = bytes.get(pos..pos + 8).ok_or(Error::Truncated {
             what: format!("storage `{key}` header"),
@@ -189,7 +193,10 @@ pub(crate) fn read_legacy(bytes: &[u8], limits: &Limits) -> Result<Checkpoint> {
         let data = storages.get(&t.storage.key).ok_or_else(|| {
             Error::corrupt(
                 "legacy torch file",
-                format!("tensor `{name}` refers to storage `{}` that the file lacks", t.storage.key),
+                format!(
+                    "tensor `{name}` refers to storage `{}` that the file lacks",
+                    t.storage.key
+                ),
             )
         })?;
         tensors.push((name.clone(), materialize(&name, &t, data, limits)?));
@@ -206,7 +213,10 @@ fn state_dict_entries(value: Value) -> Result<Vec<(String, TensorRef)>> {
     let Value::Dict(entries, _) = value else {
         return Err(Error::corrupt(
             "checkpoint",
-            format!("the pickled object is a {}, a dict (state_dict) was expected", value.kind()),
+            format!(
+                "the pickled object is a {}, a dict (state_dict) was expected",
+                value.kind()
+            ),
         ));
     };
     let wrapped = entries.iter().position(|(k, v)| {
@@ -235,7 +245,10 @@ fn state_dict_entries(value: Value) -> Result<Vec<(String, TensorRef)>> {
             other => {
                 return Err(Error::corrupt(
                     "checkpoint",
-                    format!("state_dict entry `{name}` is a {}, a tensor was expected", other.kind()),
+                    format!(
+                        "state_dict entry `{name}` is a {}, a tensor was expected",
+                        other.kind()
+                    ),
                 ));
             }
         }
@@ -251,7 +264,10 @@ fn materialize(name: &str, t: &TensorRef, storage: &[u8], limits: &Limits) -> Re
     let bad = |reason: String| Error::corrupt(format!("tensor `{name}`"), reason);
     let (base, bound) = t.storage.view.unwrap_or((0, t.storage.numel));
     let storage_numel = storage.len() as u64 / esize;
-    if base.checked_add(bound).is_none_or(|end| end > storage_numel) {
+    if base
+        .checked_add(bound)
+        .is_none_or(|end| end > storage_numel)
+    {
         return Err(bad(format!(
             "storage view ({base}, {bound}) runs past the storage's {storage_numel} elements"
         )));

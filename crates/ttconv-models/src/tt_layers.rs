@@ -110,10 +110,12 @@ pub fn find_tt_layers(ckpt: &Checkpoint) -> Result<Vec<TtLayer>> {
         for name in &names {
             let t = ckpt.get(name).expect("name from the checkpoint");
             dtype = t.dtype();
-            let a = t
-                .to_f32(name)?
-                .into_dimensionality::<Ix3>()
-                .map_err(|_| err(format!("`{name}` has shape {:?}, 3 axes expected", t.shape())))?;
+            let a = t.to_f32(name)?.into_dimensionality::<Ix3>().map_err(|_| {
+                err(format!(
+                    "`{name}` has shape {:?}, 3 axes expected",
+                    t.shape()
+                ))
+            })?;
             cores.push(a);
         }
         let tt = layer_bridge::tt_from_cores(cores).map_err(|e| err(e.to_string()))?;
@@ -159,7 +161,11 @@ pub fn find_tt_layers(ckpt: &Checkpoint) -> Result<Vec<TtLayer>> {
 }
 
 /// The factor tensors of a layer under TensorLy-Torch's names, in `dtype`.
-pub(crate) fn factor_tensors(prefix: &str, tt: &TtTensor<f32>, dtype: DType) -> Vec<(String, Tensor)> {
+pub(crate) fn factor_tensors(
+    prefix: &str,
+    tt: &TtTensor<f32>,
+    dtype: DType,
+) -> Vec<(String, Tensor)> {
     layer_bridge::tt_cores(tt)
         .iter()
         .enumerate()
@@ -251,15 +257,18 @@ pub fn decompress(ckpt: &Checkpoint) -> Result<(Checkpoint, Vec<String>)> {
         tensors: Vec::with_capacity(ckpt.tensors.len()),
         metadata: ckpt.metadata.clone(),
     };
-    let by_prefix: BTreeMap<&str, &TtLayer> = layers.iter().map(|l| (l.prefix.as_str(), l)).collect();
+    let by_prefix: BTreeMap<&str, &TtLayer> =
+        layers.iter().map(|l| (l.prefix.as_str(), l)).collect();
     for (name, t) in &ckpt.tensors {
         if let Some(at) = name.rfind(FACTORS).filter(|_| is_factor_name(name)) {
             let prefix = &name[..at];
             if name.ends_with(&format!("{FACTORS}0")) {
                 let layer = by_prefix[prefix];
                 let w = layer_bridge::kernel_f64(&layer.tt)?.mapv(|v| v as f32);
-                out.tensors
-                    .push((format!("{prefix}.weight"), Tensor::from_f32_as(&w, layer.dtype)));
+                out.tensors.push((
+                    format!("{prefix}.weight"),
+                    Tensor::from_f32_as(&w, layer.dtype),
+                ));
             }
             continue;
         }

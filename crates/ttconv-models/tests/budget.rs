@@ -5,7 +5,9 @@ use proptest::prelude::*;
 use ttconv_models::{Spectrum, allocate_ranks};
 
 fn params(shape: &[usize], ranks: &[usize]) -> usize {
-    (0..shape.len()).map(|k| ranks[k] * shape[k] * ranks[k + 1]).sum()
+    (0..shape.len())
+        .map(|k| ranks[k] * shape[k] * ranks[k + 1])
+        .sum()
 }
 
 /// A spectrum with geometric decay `decay^i` on every bond, of the sizes of a TT shape.
@@ -62,7 +64,8 @@ fn spending_by_the_spectra_beats_an_even_split() {
     let even = [1usize, 6, 6, 6, 1];
     let budget = 2 * params(&layers[0].shape, &even);
     let ranks = allocate_ranks(&layers, budget, None).unwrap();
-    let err = |r: &[Vec<usize>]| -> f64 { layers.iter().zip(r).map(|(s, r)| s.error_bound(r)).sum() };
+    let err =
+        |r: &[Vec<usize>]| -> f64 { layers.iter().zip(r).map(|(s, r)| s.error_bound(r)).sum() };
     let ours = err(&ranks);
     let split = err(&[even.to_vec(), even.to_vec()]);
     assert!(ours < split, "allocated {ranks:?}: {ours} vs even {split}");

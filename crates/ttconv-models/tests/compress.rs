@@ -7,8 +7,8 @@ mod common;
 use common::{data, naive_kernel, read, rel_err};
 use ttconv::RankSpec;
 use ttconv_models::{
-    Checkpoint, Outcome, Pattern, Policy, RankRule, ReportOptions, SkipReason, Target,
-    checkpoint_to_bytes, compress, find_tt_layers, parse_checkpoint, Limits,
+    Checkpoint, Limits, Outcome, Pattern, Policy, RankRule, ReportOptions, SkipReason, Target,
+    checkpoint_to_bytes, compress, find_tt_layers, parse_checkpoint,
 };
 
 fn run(ckpt: &Checkpoint, policy: &Policy) -> (Checkpoint, ttconv_models::Report) {
@@ -27,8 +27,12 @@ fn per_layer(rule: RankRule) -> Policy {
 fn ranks_and_errors_equal_tensorlys_at_rank_half_and_8() {
     let ckpt = read("dense_cnn.safetensors");
     let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data("dense_cnn_layers.json")).unwrap()).unwrap();
-    for (spec, key) in [(RankSpec::Fraction(0.5), "rank0.5"), (RankSpec::Uniform(8), "rank8")] {
+        serde_json::from_str(&std::fs::read_to_string(data("dense_cnn_layers.json")).unwrap())
+            .unwrap();
+    for (spec, key) in [
+        (RankSpec::Fraction(0.5), "rank0.5"),
+        (RankSpec::Uniform(8), "rank8"),
+    ] {
         let (_, report) = run(&ckpt, &per_layer(RankRule::Rank(spec)));
         let mut checked = 0;
         for conv in reference["conv_layers"].as_array().unwrap() {
@@ -36,8 +40,15 @@ fn ranks_and_errors_equal_tensorlys_at_rank_half_and_8() {
                 continue;
             };
             let prefix = conv["prefix"].as_str().unwrap();
-            let layer = report.layers.iter().find(|l| l.name == prefix).expect(prefix);
-            let Outcome::Compressed { ranks, rel_error, .. } = &layer.outcome else {
+            let layer = report
+                .layers
+                .iter()
+                .find(|l| l.name == prefix)
+                .expect(prefix);
+            let Outcome::Compressed {
+                ranks, rel_error, ..
+            } = &layer.outcome
+            else {
                 panic!("{prefix} not compressed: {:?}", layer.outcome);
             };
             let want: Vec<usize> = r["ranks"]
@@ -48,7 +59,10 @@ fn ranks_and_errors_equal_tensorlys_at_rank_half_and_8() {
                 .collect();
             assert_eq!(ranks, &want, "{prefix} {key}");
             let e = r["rel_error"].as_f64().unwrap();
-            assert!((rel_error - e).abs() <= 1e-5, "{prefix} {key}: {rel_error} vs TensorLy {e}");
+            assert!(
+                (rel_error - e).abs() <= 1e-5,
+                "{prefix} {key}: {rel_error} vs TensorLy {e}"
+            );
             checked += 1;
         }
         assert_eq!(checked, 4, "{key}");
@@ -58,18 +72,28 @@ fn ranks_and_errors_equal_tensorlys_at_rank_half_and_8() {
 #[test]
 fn onet_at_tol_03_reports_the_errors_of_the_written_cores() {
     let ckpt = read("mtcnn/onet.pt");
-    let (out, report) = run(&ckpt, &Policy {
-        target: Target::PerLayer(RankRule::Tolerance(0.3)),
-        ..Policy::default()
-    });
+    let (out, report) = run(
+        &ckpt,
+        &Policy {
+            target: Target::PerLayer(RankRule::Tolerance(0.3)),
+            ..Policy::default()
+        },
+    );
     // Through the file format, as a user gets it.
     let bytes = checkpoint_to_bytes(&out).unwrap();
     let back = parse_checkpoint(&bytes, &Limits::default()).unwrap();
     let layers = find_tt_layers(&back).unwrap();
     let mut compressed = 0;
     for l in &report.layers {
-        let Outcome::Compressed { rel_error, ranks, .. } = &l.outcome else {
-            assert!(back.get(&l.tensor).is_some(), "{} skipped but gone", l.tensor);
+        let Outcome::Compressed {
+            rel_error, ranks, ..
+        } = &l.outcome
+        else {
+            assert!(
+                back.get(&l.tensor).is_some(),
+                "{} skipped but gone",
+                l.tensor
+            );
             continue;
         };
         compressed += 1;
@@ -83,13 +107,21 @@ fn onet_at_tol_03_reports_the_errors_of_the_written_cores() {
             "{}: reported {rel_error}, recomputed {recomputed}",
             l.name
         );
-        assert!(*rel_error <= 0.3 + 1e-6, "{}: {rel_error} above the tolerance", l.name);
+        assert!(
+            *rel_error <= 0.3 + 1e-6,
+            "{}: {rel_error} above the tolerance",
+            l.name
+        );
         assert_eq!(tt.meta.rel_error, Some(*rel_error));
     }
     assert!(compressed >= 3, "{}", report.to_table());
     // Every other tensor is copied bit for bit.
     for (name, t) in &ckpt.tensors {
-        if report.layers.iter().any(|l| &l.tensor == name && matches!(l.outcome, Outcome::Compressed { .. })) {
+        if report
+            .layers
+            .iter()
+            .any(|l| &l.tensor == name && matches!(l.outcome, Outcome::Compressed { .. }))
+        {
             assert!(back.get(name).is_none());
             continue;
         }
@@ -101,14 +133,25 @@ fn onet_at_tol_03_reports_the_errors_of_the_written_cores() {
 fn a_global_ratio_is_met() {
     let ckpt = read("dense_cnn.safetensors");
     for x in [2.0, 4.0] {
-        let (_, report) = run(&ckpt, &Policy {
-            target: Target::Ratio(x),
-            ..Policy::default()
-        });
+        let (_, report) = run(
+            &ckpt,
+            &Policy {
+                target: Target::Ratio(x),
+                ..Policy::default()
+            },
+        );
         let t = &report.totals;
-        assert!(t.eligible_ratio() >= x, "ratio {x}: got {}", t.eligible_ratio());
+        assert!(
+            t.eligible_ratio() >= x,
+            "ratio {x}: got {}",
+            t.eligible_ratio()
+        );
         // Not far above it either: the greedy spends the budget.
-        assert!(t.eligible_ratio() <= 1.2 * x, "ratio {x}: got {}", t.eligible_ratio());
+        assert!(
+            t.eligible_ratio() <= 1.2 * x,
+            "ratio {x}: got {}",
+            t.eligible_ratio()
+        );
     }
 }
 
@@ -118,23 +161,51 @@ fn skip_rules_and_overrides() {
     let policy = Policy {
         target: Target::PerLayer(RankRule::Rank(RankSpec::Fraction(0.5))),
         overrides: vec![
-            (Pattern::new("temporal.*").unwrap(), RankRule::Rank(RankSpec::Uniform(4))),
+            (
+                Pattern::new("temporal.*").unwrap(),
+                RankRule::Rank(RankSpec::Uniform(4)),
+            ),
             (Pattern::new("features.5").unwrap(), RankRule::Dense),
         ],
         exclude: vec![Pattern::new("features.3").unwrap()],
         ..Policy::default()
     };
     let (out, report) = run(&ckpt, &policy);
-    let outcome = |name: &str| &report.layers.iter().find(|l| l.name == name).unwrap().outcome;
-    assert_eq!(outcome("features.9"), &Outcome::Skipped { reason: SkipReason::Pointwise });
-    assert_eq!(outcome("features.8"), &Outcome::Skipped { reason: SkipReason::SingleInputChannel });
+    let outcome = |name: &str| {
+        &report
+            .layers
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap()
+            .outcome
+    };
+    assert_eq!(
+        outcome("features.9"),
+        &Outcome::Skipped {
+            reason: SkipReason::Pointwise
+        }
+    );
+    assert_eq!(
+        outcome("features.8"),
+        &Outcome::Skipped {
+            reason: SkipReason::SingleInputChannel
+        }
+    );
     assert_eq!(
         outcome("features.3"),
-        &Outcome::Skipped { reason: SkipReason::Excluded { pattern: "features.3".into() } }
+        &Outcome::Skipped {
+            reason: SkipReason::Excluded {
+                pattern: "features.3".into()
+            }
+        }
     );
     assert_eq!(
         outcome("features.5"),
-        &Outcome::Skipped { reason: SkipReason::KeptDense { pattern: "features.5".into() } }
+        &Outcome::Skipped {
+            reason: SkipReason::KeptDense {
+                pattern: "features.5".into()
+            }
+        }
     );
     match outcome("temporal.0") {
         Outcome::Compressed { ranks, .. } => assert_eq!(ranks, &vec![1, 4, 4, 1]),
@@ -149,6 +220,11 @@ fn skip_rules_and_overrides() {
     let (_, report) = run(&ckpt, &min);
     assert!(matches!(
         &report.layers[0].outcome,
-        Outcome::Skipped { reason: SkipReason::TooSmall { params: 4608, min: 5000 } }
+        Outcome::Skipped {
+            reason: SkipReason::TooSmall {
+                params: 4608,
+                min: 5000
+            }
+        }
     ));
 }

@@ -10,7 +10,8 @@ use ttconv_models::{DType, Format, detect_format};
 fn dense_cnn_is_identical_in_every_format() {
     let st = read("dense_cnn.safetensors");
     let layers: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data("dense_cnn_layers.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(data("dense_cnn_layers.json")).unwrap())
+            .unwrap();
     let order: Vec<&str> = layers["state_dict_order"]
         .as_array()
         .unwrap()
@@ -29,7 +30,9 @@ fn dense_cnn_is_identical_in_every_format() {
         let names: Vec<&str> = pt.tensors.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, order, "{file}");
         for (name, t) in &pt.tensors {
-            let s = st.get(name).unwrap_or_else(|| panic!("{file}: {name} missing"));
+            let s = st
+                .get(name)
+                .unwrap_or_else(|| panic!("{file}: {name} missing"));
             assert_eq!(t.dtype(), s.dtype(), "{file}: {name}");
             assert_eq!(t.shape(), s.shape(), "{file}: {name}");
             assert!(t.bytes() == s.bytes(), "{file}: {name} differs");

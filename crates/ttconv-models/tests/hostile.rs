@@ -24,15 +24,24 @@ fn limits() -> Limits {
     }
 }
 
-const FILES: [&str; 3] = ["dense_cnn.safetensors", "dense_cnn.pt", "dense_cnn_legacy.pt"];
+const FILES: [&str; 3] = [
+    "dense_cnn.safetensors",
+    "dense_cnn.pt",
+    "dense_cnn_legacy.pt",
+];
 
 #[test]
 fn every_truncation_is_an_error() {
     for file in FILES {
         let b = bytes(file);
-        let cuts: Vec<usize> = (0..200).chain((200..b.len()).step_by(b.len() / 150)).collect();
+        let cuts: Vec<usize> = (0..200)
+            .chain((200..b.len()).step_by(b.len() / 150))
+            .collect();
         for cut in cuts {
-            assert!(parse_checkpoint(&b[..cut], &limits()).is_err(), "{file} cut at {cut} parsed");
+            assert!(
+                parse_checkpoint(&b[..cut], &limits()).is_err(),
+                "{file} cut at {cut} parsed"
+            );
         }
     }
 }
@@ -49,17 +58,35 @@ fn safetensors(header: &str, data: &[u8]) -> Vec<u8> {
 fn safetensors_headers_that_lie_are_refused() {
     let mut huge = u64::MAX.to_le_bytes().to_vec();
     huge.extend_from_slice(b"{}");
-    assert!(matches!(parse_checkpoint(&huge, &limits()), Err(Error::TooLarge { .. })));
+    assert!(matches!(
+        parse_checkpoint(&huge, &limits()),
+        Err(Error::TooLarge { .. })
+    ));
     let mut over = (1u64 << 19).to_le_bytes().to_vec();
     over.extend_from_slice(b"{\"a\":1}");
-    assert!(matches!(parse_checkpoint(&over, &limits()), Err(Error::Truncated { .. })));
-    let past_end = safetensors(r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, &[0; 8]);
+    assert!(matches!(
+        parse_checkpoint(&over, &limits()),
+        Err(Error::Truncated { .. })
+    ));
+    let past_end = safetensors(
+        r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+        &[0; 8],
+    );
     assert!(parse_checkpoint(&past_end, &limits()).is_err());
-    let wrong_size = safetensors(r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, &[0; 8]);
+    let wrong_size = safetensors(
+        r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    );
     assert!(parse_checkpoint(&wrong_size, &limits()).is_err());
-    let unknown = safetensors(r#"{"w":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}"#, &[0; 8]);
+    let unknown = safetensors(
+        r#"{"w":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    );
     assert!(parse_checkpoint(&unknown, &limits()).is_err());
-    let ok = safetensors(r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, &[0; 8]);
+    let ok = safetensors(
+        r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    );
     assert!(parse_checkpoint(&ok, &limits()).is_ok());
 }
 
@@ -74,8 +101,8 @@ fn legacy_with(object: &[u8]) -> Vec<u8> {
 
 fn zip_with(pickle: &[u8]) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     w.start_file("archive/data.pkl", options).unwrap();
     w.write_all(pickle).unwrap();
     w.start_file("archive/byteorder", options).unwrap();
@@ -118,7 +145,10 @@ fn malformed_pickles_are_errors() {
         ("memo bomb", bomb),
         ("stack underflow", b"\x80\x02t.".to_vec()),
         ("missing memo", b"\x80\x02h\x07.".to_vec()),
-        ("string past the end", b"\x80\x02X\xff\xff\xff\x7fab.".to_vec()),
+        (
+            "string past the end",
+            b"\x80\x02X\xff\xff\xff\x7fab.".to_vec(),
+        ),
         ("a list, not a state_dict", b"\x80\x02]q\x00.".to_vec()),
     ];
     for (what, p) in cases {
@@ -133,7 +163,10 @@ fn a_tensor_past_its_storage_is_refused() {
     // conv1.weight of a real state_dict, with its size enlarged so that it runs past the storage.
     let mut b = bytes("dense_cnn_legacy.pt");
     // BININT1 32 of features.0.weight's size (32, 16, 3, 3) -> 33
-    let at = b.windows(8).position(|w| w == b"K K\x10K\x03K\x03").expect("size tuple");
+    let at = b
+        .windows(8)
+        .position(|w| w == b"K K\x10K\x03K\x03")
+        .expect("size tuple");
     b[at + 1] = 33;
     let e = parse_checkpoint(&b, &limits()).unwrap_err();
     assert!(e.to_string().contains("past"), "{e}");
@@ -143,7 +176,11 @@ fn mutate(mut b: Vec<u8>, edits: &[(usize, u8)], cut: Option<usize>) -> Vec<u8> 
     let n = b.len();
     for &(pos, v) in edits {
         // Half the edits land in the first 4 KiB: headers and pickles live there.
-        let p = if pos % 2 == 0 { pos % 4096.min(n) } else { pos % n };
+        let p = if pos % 2 == 0 {
+            pos % 4096.min(n)
+        } else {
+            pos % n
+        };
         b[p] = v;
     }
     if let Some(c) = cut {

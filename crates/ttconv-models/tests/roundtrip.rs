@@ -51,7 +51,7 @@ fn make_layer(i: usize, shape: &[usize], inner: &[usize], bias: bool, seed: u64)
         rel_error: Some(0.125 * i as f64),
         ..LayerMeta::default()
     };
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         meta.set_geometry(Some(&Geometry {
             stride: vec![1 + i % 3; d],
             padding: vec![[i % 2, 1]; d],
@@ -124,7 +124,11 @@ fn one_ttconv_saves_and_loads_with_its_geometry() {
         .bias(true);
     let mut layer = TtConv::new(config).unwrap();
     layer
-        .init_from_tensor(kernel.view(), Some(bias.view()), &ttconv::Truncation::rank(ttconv::RankSpec::Uniform(3)))
+        .init_from_tensor(
+            kernel.view(),
+            Some(bias.view()),
+            &ttconv::Truncation::rank(ttconv::RankSpec::Uniform(3)),
+        )
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("layer.safetensors");

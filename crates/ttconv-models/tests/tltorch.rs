@@ -10,7 +10,10 @@ use ttconv_cpu::CpuBackend;
 use ttconv_models::{Geometry, find_tt_layers};
 
 fn tensor(ckpt: &ttconv_models::Checkpoint, name: &str) -> ArrayD<f32> {
-    ckpt.get(name).unwrap_or_else(|| panic!("{name}")).to_f32(name).unwrap()
+    ckpt.get(name)
+        .unwrap_or_else(|| panic!("{name}"))
+        .to_f32(name)
+        .unwrap()
 }
 
 #[test]
@@ -18,7 +21,8 @@ fn tltorch_layers_load_and_match_their_outputs() {
     let model = read("tltorch_model.safetensors");
     let io = read("tltorch_model_io.safetensors");
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data("tltorch_model_layers.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(data("tltorch_model_layers.json")).unwrap())
+            .unwrap();
     let layers = find_tt_layers(&model).unwrap();
     let expected = meta["tt_layers"].as_array().unwrap();
     assert_eq!(layers.len(), expected.len());
@@ -27,10 +31,19 @@ fn tltorch_layers_load_and_match_their_outputs() {
         let prefix = m["prefix"].as_str().unwrap();
         let layer = layers.iter().find(|l| l.prefix == prefix).expect(prefix);
         let ints = |key: &str| -> Vec<usize> {
-            m[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
+            m[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect()
         };
         assert_eq!(layer.tt.ranks(), ints("ranks"), "{prefix}");
-        assert_eq!(layer.bias.is_some(), m["bias"].as_bool().unwrap(), "{prefix}");
+        assert_eq!(
+            layer.bias.is_some(),
+            m["bias"].as_bool().unwrap(),
+            "{prefix}"
+        );
         let padding = ints("padding").into_iter().map(|p| [p, p]).collect();
         let geometry = Geometry {
             stride: ints("stride"),
@@ -59,5 +72,8 @@ fn tltorch_layers_load_and_match_their_outputs() {
         }
     }
     // The ordinary tensors are found as they are, the int64 counter included.
-    assert_eq!(model.get("features.1.num_batches_tracked").unwrap().dtype(), ttconv_models::DType::I64);
+    assert_eq!(
+        model.get("features.1.num_batches_tracked").unwrap().dtype(),
+        ttconv_models::DType::I64
+    );
 }

@@ -8,7 +8,9 @@ use ttconv_models::{Checkpoint, Limits, TtTensor, read_checkpoint};
 
 /// A file of `tests/data`.
 pub fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 pub fn read(name: &str) -> Checkpoint {
