@@ -52,7 +52,8 @@ struct CompressArgs {
     /// Output safetensors file (never the input; written atomically).
     #[arg(short, long)]
     output: PathBuf,
-    /// Rank for every layer: same, a fraction (0.5), an int (8) or a list (1,8,8,1).
+    /// Rank for every layer: same, a fraction (0.5), an int (8) or a list (1,8,8,1); without
+    /// --rank, --tol or --ratio: 0.5.
     #[arg(long, group = "target")]
     rank: Option<String>,
     /// Relative kernel error allowed per layer.

@@ -7,8 +7,8 @@ mod common;
 use common::{data, naive_kernel, read, rel_err};
 use ttconv::RankSpec;
 use ttconv_models::{
-    Checkpoint, Limits, Outcome, Pattern, Policy, RankRule, ReportOptions, SkipReason, Target,
-    checkpoint_to_bytes, compress, find_tt_layers, parse_checkpoint,
+    Checkpoint, DType, Limits, Outcome, Pattern, Policy, RankRule, ReportOptions, SkipReason,
+    Target, Tensor, checkpoint_to_bytes, compress, find_tt_layers, parse_checkpoint,
 };
 
 fn run(ckpt: &Checkpoint, policy: &Policy) -> (Checkpoint, ttconv_models::Report) {
@@ -227,4 +227,33 @@ fn skip_rules_and_overrides() {
             }
         }
     ));
+}
+
+#[test]
+fn half_precision_kernels_keep_their_dtype_and_report_the_written_error() {
+    let mut ckpt = read("dense_cnn.safetensors");
+    for (dtype, name) in [
+        (DType::F16, "features.3.weight"),
+        (DType::BF16, "features.5.weight"),
+    ] {
+        let w = ckpt.get(name).unwrap().to_f32(name).unwrap();
+        ckpt.insert(name, Tensor::from_f32_as(&w, dtype));
+    }
+    let (out, report) = run(&ckpt, &per_layer(RankRule::Rank(RankSpec::Fraction(0.5))));
+    let back = parse_checkpoint(&checkpoint_to_bytes(&out).unwrap(), &Limits::default()).unwrap();
+    let layers = find_tt_layers(&back).unwrap();
+    for (dtype, prefix) in [(DType::F16, "features.3"), (DType::BF16, "features.5")] {
+        let l = layers.iter().find(|l| l.prefix == prefix).unwrap();
+        assert_eq!(l.dtype, dtype, "{prefix}");
+        let r = report.layers.iter().find(|r| r.name == prefix).unwrap();
+        let Outcome::Compressed { rel_error, .. } = r.outcome else {
+            panic!("{prefix}")
+        };
+        let dense = ckpt.get(&r.tensor).unwrap().to_f32(&r.tensor).unwrap();
+        let recomputed = rel_err(&dense, &naive_kernel(&l.tt));
+        assert!(
+            (recomputed - rel_error).abs() <= 1e-9,
+            "{prefix}: {rel_error} vs {recomputed}"
+        );
+    }
 }
