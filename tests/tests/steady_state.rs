@@ -96,7 +96,7 @@ fn repeated_calls_do_not_grow_live_memory() {
     let cpu = CpuBackend::new();
     let prepared = layer.prepare(&cpu).unwrap();
     let gy = ArrayD::<f32>::ones(IxDyn(&layer.output_shape(x.shape()).unwrap()));
-    let mut round = |n: usize| {
+    let round = |n: usize| {
         for _ in 0..n {
             drop(
                 prepared
