@@ -130,27 +130,29 @@ pub(crate) fn choose_implementation(
     }
 }
 
+/// The layer shape the cost tests count by hand: batch 2, 4 -> 6 channels, 3 x 3 kernel, ranks
+/// `(1, 2, 3, 2, 1)`, input 8 x 10.
+#[cfg(test)]
+pub(crate) fn by_hand_shape(geometry: &[AxisGeometry]) -> LayerShape<'_> {
+    LayerShape {
+        batch: 2,
+        in_channels: 4,
+        out_channels: 6,
+        kernel_size: &[3, 3],
+        ranks: &[1, 2, 3, 2, 1],
+        input_spatial: &[8, 10],
+        geometry,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn dense_cost_matches_the_formula_by_hand() {
-        let g = [AxisGeometry {
-            stride: 2,
-            dilation: 1,
-            pad_before: 1,
-            pad_after: 1,
-        }; 2];
-        let s = LayerShape {
-            batch: 2,
-            in_channels: 4,
-            out_channels: 6,
-            kernel_size: &[3, 3],
-            ranks: &[1, 2, 3, 2, 1],
-            input_spatial: &[8, 10],
-            geometry: &g,
-        };
+        let g = [AxisGeometry::symmetric(2, 1, 1); 2];
+        let s = by_hand_shape(&g);
         // output 4 x 5
         let d = dense_cost(&s).unwrap();
         assert_eq!(d.macs, (2 * 20 * 6 * 4 * 9) as u64);

@@ -416,12 +416,7 @@ mod tests {
 
     #[test]
     fn plain_chain_has_every_step_and_shape() {
-        let g = [AxisGeometry {
-            stride: 2,
-            dilation: 1,
-            pad_before: 1,
-            pad_after: 1,
-        }; 2];
+        let g = [AxisGeometry::symmetric(2, 1, 1); 2];
         let p =
             FactorizedProgram::new(&shape(&[1, 2, 3, 2, 1], &g, &[8, 10], (4, 6)), true).unwrap();
         let ops: Vec<_> = p.steps().iter().map(|s| s.weight).collect();
@@ -442,21 +437,8 @@ mod tests {
 
     #[test]
     fn cost_matches_the_formula_by_hand() {
-        let g = [AxisGeometry {
-            stride: 2,
-            dilation: 1,
-            pad_before: 1,
-            pad_after: 1,
-        }; 2];
-        let s = LayerShape {
-            batch: 2,
-            in_channels: 4,
-            out_channels: 6,
-            kernel_size: &[3, 3],
-            ranks: &[1, 2, 3, 2, 1],
-            input_spatial: &[8, 10],
-            geometry: &g,
-        };
+        let g = [AxisGeometry::symmetric(2, 1, 1); 2];
+        let s = crate::cost::by_hand_shape(&g);
         // output 4 x 5; ranks below the channel counts: nothing merged
         let p = FactorizedProgram::new(&s, false).unwrap();
         assert!(!p.merges_head() && !p.merges_tail());
@@ -467,12 +449,7 @@ mod tests {
     #[test]
     fn same_ranks_merge_both_ends() {
         // TensorLy's 'same' ranks on (256, 3, 3, 256): (1, 921, 21, 921, 1).
-        let g = [AxisGeometry {
-            stride: 1,
-            dilation: 1,
-            pad_before: 1,
-            pad_after: 1,
-        }; 2];
+        let g = [AxisGeometry::symmetric(1, 1, 1); 2];
         let p = FactorizedProgram::new(
             &shape(&[1, 921, 21, 921, 1], &g, &[14, 14], (256, 256)),
             false,
