@@ -45,3 +45,10 @@ impl Scalar for f64 {
         value
     }
 }
+
+/// `v * 2^shift`, exact (two factors, each a power of two representable in f64, so shifts
+/// beyond the exponent range of one factor still work).
+pub(crate) fn times_pow2(v: f64, shift: i32) -> f64 {
+    let (a, b) = (shift / 2, shift - shift / 2);
+    v * 2f64.powi(a) * 2f64.powi(b)
+}

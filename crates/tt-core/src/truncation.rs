@@ -2,6 +2,7 @@
 
 use crate::linalg::SvdMethod;
 use crate::rank::{RankOptions, RankSpec};
+use crate::scalar::times_pow2;
 
 /// The truncation rule of [`crate::tt_svd`] and [`crate::tt_round`].
 #[derive(Clone, Debug, PartialEq)]
@@ -106,10 +107,7 @@ impl TruncationReport {
         if shift == 0 {
             return;
         }
-        let back = |v: f64, times: i32| {
-            let (a, b) = (-shift * times / 2, -shift * times - (-shift * times / 2));
-            v * 2f64.powi(a) * 2f64.powi(b)
-        };
+        let back = |v: f64, times: i32| times_pow2(v, -shift * times);
         self.singular_values
             .iter_mut()
             .flatten()

@@ -4,7 +4,7 @@ use ndarray::{Array3, ArrayViewD};
 
 use crate::error::{Error, Result};
 use crate::linalg::{KeepRule, truncated_svd};
-use crate::scalar::Scalar;
+use crate::scalar::{Scalar, times_pow2};
 use crate::tensor::TtTensor;
 use crate::truncation::{Truncation, TruncationReport};
 
@@ -137,9 +137,7 @@ pub(crate) fn scale_pow2(data: &mut [f64], shift: i32) {
     if shift == 0 {
         return;
     }
-    let (a, b) = (shift / 2, shift - shift / 2);
-    let (fa, fb) = (2f64.powi(a), 2f64.powi(b));
-    data.iter_mut().for_each(|v| *v = *v * fa * fb);
+    data.iter_mut().for_each(|v| *v = times_pow2(*v, shift));
 }
 
 /// Casts f64 cores to `T` after multiplying the tensor by `2^exponent`. The factor goes into the
@@ -158,9 +156,7 @@ pub(crate) fn cast_cores<T: Scalar>(
     let last = cores.len() - 1;
     let mut simple = cores[last].clone();
     scale_pow2(simple.as_slice_mut().expect("row-major core"), exponent);
-    if fits(std::slice::from_ref(&simple))
-        && cores[..last].iter().all(|c| fits(std::slice::from_ref(c)))
-    {
+    if fits(&cores[..last]) && fits(std::slice::from_ref(&simple)) {
         cores[last] = simple;
     } else {
         // log2 of each core's largest magnitude, and of the whole product after scaling.

@@ -113,15 +113,8 @@ pub(crate) fn program_operands(
             x,
         ));
     }
-    let steps = program.steps();
-    if weights.steps.len() != steps.len() {
-        return Err(shape(
-            "step weights",
-            format!("{} weights, one per step", steps.len()),
-            &[weights.steps.len()],
-        ));
-    }
-    for (i, (step, w)) in steps.iter().zip(&weights.steps).enumerate() {
+    program.check_weights(weights)?;
+    for (i, (step, w)) in program.steps().iter().zip(&weights.steps).enumerate() {
         if w.shape() != step.weight_shape().as_slice() {
             return Err(shape(
                 format!("weight of step {i}"),
@@ -130,19 +123,17 @@ pub(crate) fn program_operands(
             ));
         }
     }
-    let cout = program.output_shape()[1];
-    let wants_bias = steps.iter().any(|s| s.adds_bias);
     match weights.bias {
-        Some(b) if wants_bias => bias("bias", b, cout).map(drop),
-        None if !wants_bias => Ok(()),
-        _ => Err(shape(
-            "bias",
-            if wants_bias {
-                format!("({cout},)")
-            } else {
-                "no bias".into()
-            },
-            weights.bias.map_or(&[][..], |b| b.shape()),
-        )),
+        Some(b) => bias("bias", b, program.output_shape()[1]).map(drop),
+        None => Ok(()),
+    }
+}
+
+/// `x` in standard (row-major) layout: moved when it already is, copied otherwise.
+pub(crate) fn into_standard(x: ArrayD<f32>) -> ArrayD<f32> {
+    if x.is_standard_layout() {
+        x
+    } else {
+        x.as_standard_layout().into_owned()
     }
 }

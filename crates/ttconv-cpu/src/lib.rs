@@ -138,11 +138,7 @@ impl Backend for CpuBackend {
 
     fn download_owned(&self, x: ArrayD<f32>) -> Result<ArrayD<f32>> {
         // Tensors are host arrays already: hand it over (copying only a non-standard layout).
-        Ok(if x.is_standard_layout() {
-            x
-        } else {
-            x.as_standard_layout().into_owned()
-        })
+        Ok(check::into_standard(x))
     }
 
     fn shape(&self, x: &ArrayD<f32>) -> Vec<usize> {
@@ -151,21 +147,18 @@ impl Backend for CpuBackend {
 
     fn reshape(&self, x: ArrayD<f32>, shape: &[usize]) -> Result<ArrayD<f32>> {
         let got = x.shape().to_vec();
-        let x = if x.is_standard_layout() {
-            x
-        } else {
-            x.as_standard_layout().into_owned()
-        };
-        x.into_shape_with_order(IxDyn(shape)).map_err(|_| {
-            check::shape(
-                "reshape",
-                format!(
-                    "{} elements (the new shape {shape:?})",
-                    shape.iter().product::<usize>()
-                ),
-                &got,
-            )
-        })
+        check::into_standard(x)
+            .into_shape_with_order(IxDyn(shape))
+            .map_err(|_| {
+                check::shape(
+                    "reshape",
+                    format!(
+                        "{} elements (the new shape {shape:?})",
+                        shape.iter().product::<usize>()
+                    ),
+                    &got,
+                )
+            })
     }
 
     fn upload_weights(&self, w: ArrayViewD<'_, f32>) -> Result<CpuWeights> {
@@ -461,11 +454,7 @@ impl Backend for CpuBackend {
         }
         let cout = y.shape()[1];
         let b = check::bias("bias", bias, cout)?;
-        let mut y = if y.is_standard_layout() {
-            y
-        } else {
-            y.as_standard_layout().into_owned()
-        };
+        let mut y = check::into_standard(y);
         let plane = y.shape()[2..].iter().product::<usize>();
         if y.is_empty() || plane == 0 {
             return Ok(y);

@@ -239,7 +239,8 @@ impl<'a> Machine<'a> {
         Ok(Value::Str(s.to_string()))
     }
 
-    fn pop(&mut self) -> Result<Value> {
+    /// An error unless the stack holds a value above the innermost mark.
+    fn check_not_empty(&self) -> Result<()> {
         let floor = self.marks.last().copied().unwrap_or(0);
         if self.stack.len() <= floor {
             return Err(Error::corrupt(
@@ -247,17 +248,16 @@ impl<'a> Machine<'a> {
                 format!("stack underflow at byte {}", self.pos),
             ));
         }
+        Ok(())
+    }
+
+    fn pop(&mut self) -> Result<Value> {
+        self.check_not_empty()?;
         Ok(self.stack.pop().expect("length checked"))
     }
 
     fn top(&mut self) -> Result<&mut Value> {
-        let floor = self.marks.last().copied().unwrap_or(0);
-        if self.stack.len() <= floor {
-            return Err(Error::corrupt(
-                "pickle",
-                format!("stack underflow at byte {}", self.pos),
-            ));
-        }
+        self.check_not_empty()?;
         Ok(self.stack.last_mut().expect("length checked"))
     }
 

@@ -67,22 +67,6 @@ impl<T> TrainContext<T> {
             Kept::Reconstructed { input } => input,
         }
     }
-
-    /// The implementation that ran (`Factorized` or `Reconstructed`).
-    pub fn implementation(&self) -> Implementation {
-        match self.kept {
-            Kept::Factorized { .. } => Implementation::Factorized,
-            Kept::Reconstructed { .. } => Implementation::Reconstructed,
-        }
-    }
-
-    /// The factorized program that ran, if the forward was factorized.
-    pub fn program(&self) -> Option<&FactorizedProgram> {
-        match &self.kept {
-            Kept::Factorized { program, .. } => Some(program),
-            Kept::Reconstructed { .. } => None,
-        }
-    }
 }
 
 impl TtConv {
@@ -133,7 +117,7 @@ impl<B: Backend> PreparedTtConv<'_, B> {
             }
             _ => {
                 let program = self.layer().program(&shape)?;
-                let weights = self.step_weights(&program)?;
+                let weights = self.weights_of(&program)?;
                 let (y, inputs) = backend.factorized_forward_train(x, &program, &weights)?;
                 let kept = Kept::Factorized { program, inputs };
                 Ok((y, TrainContext { layer_stamp, kept }))
@@ -207,7 +191,8 @@ impl<B: Backend> PreparedTtConv<'_, B> {
         input_grad: bool,
     ) -> Result<InputAndCoreGrads<B::Tensor>> {
         let backend = self.backend();
-        let weights = self.step_weights(program)?;
+        // The context's stamp was checked: the program is this layer's.
+        let weights = self.weights_of(program)?;
         let steps = program.steps();
         debug_assert_eq!(inputs.len(), steps.len(), "one kept input per step");
         let mut grads: Vec<Option<B::Tensor>> =

@@ -86,8 +86,23 @@ pub(crate) struct LayerShape<'a> {
     pub(crate) geometry: &'a [AxisGeometry],
 }
 
-fn prod(v: &[usize]) -> u128 {
+/// `prod(v)` in `u128`, saturating (products of a few `usize` sizes never reach it).
+pub(crate) fn saturating_product(v: &[usize]) -> u128 {
     v.iter().fold(1u128, |a, &x| a.saturating_mul(x as u128))
+}
+
+impl Cost {
+    /// A cost from counts made in `u128`; [`Error::TooLarge`] naming `what` when either does
+    /// not fit in `u64`.
+    pub(crate) fn from_counts(macs: u128, bytes: u128, what: &str) -> Result<Self> {
+        match (u64::try_from(macs), u64::try_from(bytes)) {
+            (Ok(macs), Ok(bytes)) => Ok(Cost { macs, bytes }),
+            _ => Err(Error::TooLarge {
+                what: what.into(),
+                detail: format!("{macs} multiply-adds and {bytes} bytes do not fit in u64"),
+            }),
+        }
+    }
 }
 /// Cost of the reconstructed (dense) forward, kernel already reconstructed.
 /// Counted in `u128` (saturating) and refused when it exceeds `u64`.
@@ -95,19 +110,14 @@ pub(crate) fn dense_cost(s: &LayerShape<'_>) -> Result<Cost> {
     let out_sp = output_spatial(s.input_spatial, s.kernel_size, s.geometry)?;
     let b = s.batch as u128;
     let (cin, cout) = (s.in_channels as u128, s.out_channels as u128);
+    let prod = saturating_product;
     let y = b.saturating_mul(prod(&out_sp)).saturating_mul(cout);
     let x = b.saturating_mul(prod(s.input_spatial)).saturating_mul(cin);
     let taps = prod(s.kernel_size);
     let kernel = cout.saturating_mul(cin).saturating_mul(taps);
     let macs = y.saturating_mul(cin).saturating_mul(taps);
     let bytes = x.saturating_add(y).saturating_add(kernel).saturating_mul(4);
-    match (u64::try_from(macs), u64::try_from(bytes)) {
-        (Ok(macs), Ok(bytes)) => Ok(Cost { macs, bytes }),
-        _ => Err(Error::TooLarge {
-            what: "dense forward".into(),
-            detail: format!("{macs} multiply-adds and {bytes} bytes do not fit in u64"),
-        }),
-    }
+    Cost::from_counts(macs, bytes, "dense forward")
 }
 
 /// Resolves `Auto` to the implementation with the lower modelled time under `constants`, given

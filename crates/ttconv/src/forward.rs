@@ -147,7 +147,7 @@ impl<'a, B: Backend> PreparedTtConv<'a, B> {
             ),
             _ => {
                 let program = self.layer.program(&shape)?;
-                let weights = self.step_weights(&program)?;
+                let weights = self.weights_of(&program)?;
                 self.backend.factorized_forward(x, &program, &weights)
             }
         }
@@ -168,6 +168,11 @@ impl<'a, B: Backend> PreparedTtConv<'a, B> {
                 got: program.ranks().to_vec(),
             });
         }
+        self.weights_of(program)
+    }
+
+    /// [`Self::step_weights`] for a program this layer just built (no re-check).
+    pub(crate) fn weights_of(&self, program: &FactorizedProgram) -> Result<StepWeights<'_, B>> {
         let w = &self.factorized;
         let steps = program
             .steps()

@@ -468,6 +468,11 @@ impl TtConv {
         implementation: Implementation,
         constants: &CostConstants,
     ) -> Result<Implementation> {
+        if implementation != Implementation::Auto {
+            // Only `Auto` needs the costs (and so a program); the others just check the input.
+            self.output_shape(input_shape)?;
+            return Ok(implementation);
+        }
         let (factorized, dense) = self.costs(input_shape)?;
         Ok(cost::choose_implementation(
             &factorized,

@@ -23,7 +23,7 @@
 //! the same result up to rounding.
 
 use crate::backend::Backend;
-use crate::cost::{Cost, LayerShape};
+use crate::cost::{Cost, LayerShape, saturating_product};
 use crate::error::{Error, Result};
 use crate::geometry::{AxisGeometry, output_spatial};
 
@@ -98,11 +98,19 @@ impl Step {
 
     /// Multiply-adds: `prod(output_shape) * in * kernel` (kernel 1 for a contraction).
     pub fn macs(&self) -> u64 {
+        // A program is only built when its total cost fits in u64 (see `program_cost`).
+        self.macs_u128() as u64
+    }
+
+    /// [`Self::macs`] counted in `u128`, saturating.
+    fn macs_u128(&self) -> u128 {
         let taps = match self.op {
             StepOp::Contract => 1,
-            StepOp::ConvAlong { kernel, .. } => kernel as u64,
+            StepOp::ConvAlong { kernel, .. } => kernel as u128,
         };
-        product(&self.output_shape) * self.in_channels() as u64 * taps
+        saturating_product(&self.output_shape)
+            .saturating_mul(self.in_channels() as u128)
+            .saturating_mul(taps)
     }
 
     /// Runs this step alone through the backend's primitives on its input `x`, with its weight
@@ -316,11 +324,9 @@ impl FactorizedProgram {
         Ok(z.expect("at least one step"))
     }
 
-    /// The weights must be one per step (and a bias exactly when a step adds it).
-    pub(crate) fn check_weights<B: Backend + ?Sized>(
-        &self,
-        weights: &StepWeights<'_, B>,
-    ) -> Result<()> {
+    /// The weights must be one per step (and a bias exactly when a step adds it); a backend
+    /// that reads the weights' data by the steps' shapes checks those shapes itself.
+    pub fn check_weights<B: Backend + ?Sized>(&self, weights: &StepWeights<'_, B>) -> Result<()> {
         let wants_bias = self.steps.iter().any(|s| s.adds_bias);
         if weights.steps.len() != self.steps.len() || weights.bias.is_some() != wants_bias {
             return Err(Error::Shape {
@@ -353,24 +359,13 @@ fn merges(s: &LayerShape<'_>, out_sp: &[usize]) -> (bool, bool) {
     (merge_head, merge_tail)
 }
 
-fn product(v: &[usize]) -> u64 {
-    v.iter().map(|&x| x as u64).product()
-}
-
 /// The cost of `steps` with `params` weights, counted in `u128` (products of `usize` sizes
 /// cannot overflow it for the few factors involved) and refused when it exceeds `u64`.
 fn program_cost(steps: &[Step], params: u128) -> Result<Cost> {
-    let prod = |v: &[usize]| v.iter().fold(1u128, |a, &x| a.saturating_mul(x as u128));
-    let macs = steps.iter().fold(0u128, |acc, s| {
-        let taps = match s.op {
-            StepOp::Contract => 1,
-            StepOp::ConvAlong { kernel, .. } => kernel as u128,
-        };
-        let step = prod(&s.output_shape)
-            .saturating_mul(s.input_shape[1] as u128)
-            .saturating_mul(taps);
-        acc.saturating_add(step)
-    });
+    let prod = saturating_product;
+    let macs = steps
+        .iter()
+        .fold(0u128, |acc, s| acc.saturating_add(s.macs_u128()));
     let inter = steps[..steps.len() - 1]
         .iter()
         .fold(0u128, |a, s| a.saturating_add(prod(&s.output_shape)));
@@ -380,17 +375,8 @@ fn program_cost(steps: &[Step], params: u128) -> Result<Cost> {
         .saturating_add(inter.saturating_mul(2))
         .saturating_add(y)
         .saturating_add(params);
-    let bytes = floats.saturating_mul(4);
-    match (u64::try_from(macs), u64::try_from(bytes)) {
-        (Ok(macs), Ok(bytes)) => Ok(Cost { macs, bytes }),
-        _ => Err(Error::TooLarge {
-            what: "factorized forward".into(),
-            detail: format!(
-                "{macs} multiply-adds and {bytes} bytes for input {:?} do not fit in u64",
-                steps[0].input_shape
-            ),
-        }),
-    }
+    let what = format!("factorized forward of input {:?}", steps[0].input_shape);
+    Cost::from_counts(macs, floats.saturating_mul(4), &what)
 }
 
 #[cfg(test)]
