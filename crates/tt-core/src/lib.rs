@@ -27,6 +27,6 @@ pub use linalg::SvdMethod;
 pub use rank::{RankOptions, RankSpec, Rounding, cap_ranks};
 pub use round::tt_round;
 pub use scalar::Scalar;
-pub use tensor::{MAX_TT_PARAMETERS, TtTensor};
+pub use tensor::{MAX_TT_PARAMETERS, TtTensor, check_parameter_count};
 pub use truncation::{Truncation, TruncationReport};
 pub use tt_svd::tt_svd;

@@ -309,8 +309,10 @@ impl<T: Scalar> TtTensor<T> {
 /// request that cannot be allocated is an error instead of an aborted process.
 pub const MAX_TT_PARAMETERS: usize = 1 << 31;
 
-/// `sum_k r_k n_k r_{k+1}` must be at most [`MAX_TT_PARAMETERS`] (counted without overflow).
-pub(crate) fn check_parameter_count(shape: &[usize], ranks: &[usize]) -> Result<()> {
+/// Checks that a TT of `shape` and `ranks` (`shape.len() + 1` entries) would hold at most
+/// [`MAX_TT_PARAMETERS`] parameters, `sum_k r_k n_k r_{k+1}` counted without overflow:
+/// [`Error::TooManyParameters`] otherwise.
+pub fn check_parameter_count(shape: &[usize], ranks: &[usize]) -> Result<()> {
     let params = shape.iter().enumerate().fold(0u128, |acc, (k, &n)| {
         let core = (ranks[k] as u128)
             .saturating_mul(n as u128)

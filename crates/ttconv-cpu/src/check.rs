@@ -95,6 +95,12 @@ pub(crate) fn nd_shape(batch: usize, channels: usize, spatial: &[usize]) -> Vec<
 /// Reshapes a computed `(B, c, prod(spatial))` result to its N-D shape.
 pub(crate) fn unflatten(y: ndarray::Array3<f32>, full: &[usize]) -> Result<ArrayD<f32>> {
     let got = y.shape().to_vec();
+    // A GEMM result may be column-major: reshape in row-major order whatever the layout.
+    let y = if y.is_standard_layout() {
+        y
+    } else {
+        y.as_standard_layout().into_owned()
+    };
     y.into_shape_with_order(IxDyn(full))
         .map_err(|_| shape("result", format!("{full:?}"), &got))
 }

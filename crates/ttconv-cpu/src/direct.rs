@@ -98,12 +98,16 @@ impl Direct {
                     .div_ceil(strides[j])
             })
             .collect();
+        // Huge paddings (a 'same' padding of a huge dilation) can multiply past usize too.
         let mut padded_strides = vec![1usize; d];
         for j in (0..d - 1).rev() {
-            padded_strides[j] = padded_strides[j + 1] * phase_len[j + 1];
+            padded_strides[j] = padded_strides[j + 1].checked_mul(phase_len[j + 1])?;
         }
-        let padded_size: usize = phase_len.iter().product();
-        let phases: usize = strides.iter().product();
+        let padded_size = phase_len
+            .iter()
+            .try_fold(1usize, |a, &n| a.checked_mul(n))?;
+        // Strides past the axis lengths can multiply past usize: no phase layout then.
+        let phases = strides.iter().try_fold(1usize, |a, &s| a.checked_mul(s))?;
         // The phase planes hold `prod(s_j * ceil(P_j / s_j))` positions per channel: about the
         // padded input `prod(P_j)` when strides are below the axis lengths, but up to the product
         // of the strides when they exceed them (stride 10^6 on a 5-long axis would ask for 10^6

@@ -493,7 +493,9 @@ fn conv(
                     let pl1 = al.lout.min(pl0 + (ur.end - u));
                     let col = (u - ur.start) * c;
                     let seg = &mut row[col..col + (pl1 - pl0) * c];
-                    let lo = valid.start.max(al.out_row0 + pl0);
+                    // Clamped into the segment: with paddings wider than the kernel, the valid
+                    // outputs can start past its end (the whole segment reads zeros).
+                    let lo = valid.start.clamp(al.out_row0 + pl0, al.out_row0 + pl1);
                     let hi = valid.end.min(al.out_row0 + pl1).max(lo);
                     let (z0, z1) = ((lo - al.out_row0 - pl0) * c, (hi - al.out_row0 - pl0) * c);
                     seg[..z0].fill(0.0);

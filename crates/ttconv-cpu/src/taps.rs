@@ -10,6 +10,8 @@ use std::ops::Range;
 use ttconv::AxisGeometry;
 
 /// `t * dilation - pad_before`: the input position read by output position 0 and tap `t`.
+/// Exact for the taps of a validated geometry: `t * dilation < padded length <= isize::MAX`
+/// ([`AxisGeometry::padded_len`]).
 pub(crate) fn tap_offset(g: &AxisGeometry, t: usize) -> isize {
     (t * g.dilation) as isize - g.pad_before as isize
 }
@@ -25,7 +27,6 @@ pub(crate) fn outputs_reading(
     if inputs.is_empty() {
         return 0..0;
     }
-    let s = g.stride as isize;
     let off = tap_offset(g, t);
     // p * s + off >= inputs.start  <=>  p >= ceil((inputs.start - off) / s)
     let first = inputs.start as isize - off;
@@ -39,7 +40,8 @@ pub(crate) fn outputs_reading(
     if last < 0 {
         return 0..0;
     }
-    let hi = ((last / s) as usize + 1).min(out_len);
+    // The stride may exceed isize::MAX (one output position): divide as usize.
+    let hi = (last as usize / g.stride).saturating_add(1).min(out_len);
     if lo >= hi { 0..0 } else { lo..hi }
 }
 

@@ -4,6 +4,7 @@ use tt_core::{RankOptions, RankSpec};
 
 use crate::error::{Error, Result};
 use crate::geometry::AxisGeometry;
+use crate::layer::MAX_KERNEL_ELEMENTS;
 
 /// Which algorithm a forward (and backward) pass uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -365,7 +366,8 @@ impl TtConvConfig {
 
     /// Checks every field and returns the per-mode geometry. Errors name the field: zero
     /// channels, an empty or zero kernel size, zero stride or dilation, lists of the wrong length,
-    /// `'same'` padding with a stride, an invalid rank spec.
+    /// `'same'` padding with a stride, an invalid rank spec; and the sizes: a dense kernel over
+    /// [`MAX_KERNEL_ELEMENTS`], cores over [`tt_core::MAX_TT_PARAMETERS`].
     pub fn validate(&self) -> Result<Vec<AxisGeometry>> {
         let zero = |field: &'static str, what: String| Error::Config {
             field,
@@ -388,7 +390,22 @@ impl TtConvConfig {
             return Err(zero("kernel_size", format!("kernel size of mode {m}")));
         }
         let geometry = self.geometry.resolve(&self.kernel_size)?;
-        self.resolved_ranks()?;
+        let shape = self.tt_shape();
+        let kernel_elements = shape
+            .iter()
+            .fold(1u128, |a, &n| a.saturating_mul(n as u128));
+        if kernel_elements > MAX_KERNEL_ELEMENTS as u128 {
+            return Err(Error::TooLarge {
+                what: format!(
+                    "the dense kernel ({}, {}, {:?})",
+                    self.out_channels, self.in_channels, self.kernel_size
+                ),
+                detail: format!(
+                    "{kernel_elements} entries, over the limit of {MAX_KERNEL_ELEMENTS}"
+                ),
+            });
+        }
+        tt_core::check_parameter_count(&shape, &self.resolved_ranks()?)?;
         Ok(geometry)
     }
 

@@ -53,16 +53,18 @@ impl AxisGeometry {
             .saturating_add(1)
     }
 
-    /// `input_len + pad_before + pad_after`, `None` when it overflows `usize`.
+    /// `input_len + pad_before + pad_after`, `None` when it exceeds `isize::MAX` (the longest
+    /// axis an array may have, so that every offset along the padded axis is an `isize`).
     pub fn padded_len(&self, input_len: usize) -> Option<usize> {
         input_len
             .checked_add(self.pad_before)?
             .checked_add(self.pad_after)
+            .filter(|&p| p <= isize::MAX as usize)
     }
 
     /// Output length for an input of `input_len` and a kernel of `kernel` taps, `None` when the
     /// dilated kernel does not fit in the padded input (no output position) or the padded length
-    /// overflows `usize`.
+    /// exceeds `isize::MAX`.
     pub fn output_len(&self, input_len: usize, kernel: usize) -> Option<usize> {
         let padded = self.padded_len(input_len)?;
         let span = self.span(kernel);
@@ -97,7 +99,7 @@ impl AxisGeometry {
             return Err(Error::TooLarge {
                 what: format!("spatial mode {mode}: input plus padding"),
                 detail: format!(
-                    "{input_len} + {} + {} overflows usize",
+                    "{input_len} + {} + {} exceeds isize::MAX, the longest axis an array may have",
                     self.pad_before, self.pad_after
                 ),
             });

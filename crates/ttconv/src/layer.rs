@@ -19,6 +19,12 @@ use crate::program::FactorizedProgram;
 /// Larger shapes are refused before anything is allocated.
 pub const MAX_ACTIVATION_ELEMENTS: usize = 1 << 32;
 
+/// Most entries a layer's dense kernel `(out, in, k_1..k_d)` may have: `2^30` (4 GiB of f32;
+/// its reconstruction runs in f64), so that [`TtConv::full_weights`] and the reconstructed path
+/// can always build it. Checked by [`TtConvConfig::validate`], with the TT's own limit
+/// [`tt_core::MAX_TT_PARAMETERS`].
+pub const MAX_KERNEL_ELEMENTS: usize = 1 << 30;
+
 /// Standard deviation of the reconstructed kernel that random initialisation aims at
 /// (TensorLy-Torch's default).
 pub const INIT_STD: f64 = 0.02;
@@ -526,8 +532,11 @@ impl TtConv {
             .mapv(f64::from);
         a.dot(&b)
             .mapv(|v| v as f32)
-            .into_shape_with_order((cin, k, r2))
+            // The product may come back column-major (a rank-1 bond): reshape in row-major
+            // order whatever the layout.
+            .to_shape((cin, k, r2))
             .expect("same size")
+            .into_owned()
     }
 
     /// The merged tail core `G_d G_{d+1}`, `(r_d, k_d, out)`:
@@ -545,8 +554,11 @@ impl TtConv {
         let b = gl.index_axis(Axis(2), 0).mapv(f64::from);
         a.dot(&b)
             .mapv(|v| v as f32)
-            .into_shape_with_order((rd, k, cout))
+            // The product may come back column-major (a rank-1 bond): reshape in row-major
+            // order whatever the layout.
+            .to_shape((rd, k, cout))
             .expect("same size")
+            .into_owned()
     }
 
     /// The cores in the layout of the factorized forward: `G_0` as `(in, r_1)`, the spatial cores,

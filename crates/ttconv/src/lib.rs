@@ -21,8 +21,9 @@
 //! - **Activations propagate.** Inputs and upstream gradients are not scanned (that would cost a
 //!   pass over every tensor per call): a NaN or infinity in `x` or `dL/dy` reaches the outputs
 //!   and gradients that depend on it, as in PyTorch.
-//! - **Sizes** that overflow or exceed [`MAX_ACTIVATION_ELEMENTS`] or
-//!   [`tt_core::MAX_TT_PARAMETERS`] are typed errors before anything is allocated.
+//! - **Sizes** that overflow or exceed [`MAX_ACTIVATION_ELEMENTS`], [`MAX_KERNEL_ELEMENTS`] or
+//!   [`tt_core::MAX_TT_PARAMETERS`] (or an axis plus its padding over `isize::MAX`) are typed
+//!   errors before anything is allocated.
 
 mod backend;
 mod backward;
@@ -45,7 +46,7 @@ pub use cost::{Cost, CostConstants};
 pub use error::{Error, Result};
 pub use forward::PreparedTtConv;
 pub use geometry::{AxisGeometry, output_spatial};
-pub use layer::{INIT_STD, Init, MAX_ACTIVATION_ELEMENTS, TtConv};
+pub use layer::{INIT_STD, Init, MAX_ACTIVATION_ELEMENTS, MAX_KERNEL_ELEMENTS, TtConv};
 pub use optim::{Adam, Optimizer, Sgd};
 pub use program::{FactorizedProgram, Step, StepOp, StepWeight, StepWeights};
 pub use tt_core::{RankOptions, RankSpec, Rounding, Truncation, TruncationReport, TtTensor};
