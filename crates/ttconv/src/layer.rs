@@ -228,6 +228,9 @@ impl TtConv {
                 got: kernel.shape().to_vec(),
             });
         }
+        // Checked here, in the caller's index order (the TT-SVD would name an index of the
+        // permuted kernel).
+        check_finite("kernel", kernel.iter().copied())?;
         let bias = self.check_bias(bias.as_ref())?;
         let d = self.order();
         // (out, in, k..) -> (in, k.., out)

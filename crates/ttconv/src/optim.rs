@@ -37,9 +37,10 @@ struct State {
 }
 
 impl State {
-    /// The state for `layer`, created on the first step with `n_slots` zeroed slots; an error
-    /// when it belongs to another layer or the layer's parameter sizes changed.
-    fn for_layer(&mut self, layer: &TtConv, n_slots: usize) -> Result<()> {
+    /// A working copy of the state for `layer` (created on the first step with `n_slots`
+    /// zeroed slots), written back by the caller only when its step succeeds; an error when the
+    /// state belongs to another layer or the layer's parameter sizes changed.
+    fn for_layer(&self, layer: &TtConv, n_slots: usize) -> Result<State> {
         let sizes: Vec<usize> = layer
             .tt()
             .cores()
@@ -48,13 +49,12 @@ impl State {
             .chain(layer.bias().map(|b| b.len()))
             .collect();
         match &self.owner {
-            None => {
-                self.slots = (0..n_slots)
+            None => Ok(State {
+                slots: (0..n_slots)
                     .map(|_| sizes.iter().map(|&n| vec![0.0; n]).collect())
-                    .collect();
-                self.owner = Some((layer.id(), sizes));
-                Ok(())
-            }
+                    .collect(),
+                owner: Some((layer.id(), sizes)),
+            }),
             Some((id, _)) if *id != layer.id() => Err(Error::State(format!(
                 "optimiser state belongs to layer #{id}, stepped with layer #{}: use one \
                  optimiser per layer",
@@ -64,7 +64,7 @@ impl State {
                 "the layer's parameter sizes changed since the optimiser's first step ({known:?} \
                  -> {sizes:?}, e.g. by transduct): create a new optimiser"
             ))),
-            Some(_) => Ok(()),
+            Some(_) => Ok(self.clone()),
         }
     }
 }
@@ -168,18 +168,19 @@ fn checked_params(layer: &TtConv, grads: &Gradients) -> Result<Params> {
     Ok((cores, bias))
 }
 
-/// Runs `update(param_index, param, grad, slots)` on copies of every parameter and of the
-/// optimiser's slots, then writes both back only if the layer accepts the new (finite) values.
+/// Runs `update(param_index, param, grad, slots)` on copies of every parameter and on
+/// `working` (a copy of the optimiser's state), then writes both back only if the layer accepts
+/// the new (finite) values.
 fn apply(
     layer: &mut TtConv,
     grads: &Gradients,
     state: &mut State,
+    mut working: State,
     mut update: impl FnMut(ArrayViewMut1<'_, f32>, &[f32], &mut [&mut Vec<f32>]),
 ) -> Result<()> {
     let (mut cores, mut bias) = checked_params(layer, grads)?;
-    let mut slots = state.slots.clone();
     let mut run = |i: usize, p: ArrayViewMut1<'_, f32>, g: &[f32]| {
-        let mut mine: Vec<&mut Vec<f32>> = slots.iter_mut().map(|s| &mut s[i]).collect();
+        let mut mine: Vec<&mut Vec<f32>> = working.slots.iter_mut().map(|s| &mut s[i]).collect();
         update(p, g, &mut mine);
     };
     for (i, (c, g)) in cores.iter_mut().zip(&grads.cores).enumerate() {
@@ -204,6 +205,16 @@ fn apply(
             g.as_slice().expect("standard layout is contiguous"),
         );
     }
+    // The moments must stay finite too: a gradient of 1e20 squares past f32 into the second
+    // moment, and the next step would turn the weights into NaN.
+    for (s, slot) in working.slots.iter().enumerate() {
+        for (i, v) in slot.iter().enumerate() {
+            check_finite(
+                &format!("optimiser state (slot {s} of parameter {i})"),
+                v.iter().copied(),
+            )?;
+        }
+    }
     // Both setters check every value is finite before changing anything; the bias is checked
     // here first so that a bad bias cannot leave the cores updated alone.
     if let Some(b) = &bias {
@@ -213,7 +224,7 @@ fn apply(
     if let Some(b) = bias {
         layer.set_bias(b)?;
     }
-    state.slots = slots;
+    *state = working;
     Ok(())
 }
 
@@ -227,8 +238,8 @@ impl Optimizer for Sgd {
             "a value in [0, 1)",
             mu,
         )?;
-        self.state.for_layer(layer, 1)?;
-        apply(layer, grads, &mut self.state, |mut p, g, slots| {
+        let working = self.state.for_layer(layer, 1)?;
+        apply(layer, grads, &mut self.state, working, |mut p, g, slots| {
             Zip::from(&mut p)
                 .and(&mut slots[0][..])
                 .and(g)
@@ -252,11 +263,11 @@ impl Optimizer for Adam {
             "a finite value > 0",
             eps,
         )?;
-        self.state.for_layer(layer, 2)?;
+        let working = self.state.for_layer(layer, 2)?;
         let t = self.t.saturating_add(1);
         let c1 = 1.0 - b1.powi(t);
         let c2 = 1.0 - b2.powi(t);
-        apply(layer, grads, &mut self.state, |mut p, g, slots| {
+        apply(layer, grads, &mut self.state, working, |mut p, g, slots| {
             let [m, v] = slots else {
                 unreachable!("Adam keeps two slots")
             };
@@ -484,5 +495,45 @@ mod tests {
             layer.set_bias(Array1::from(vec![0.0, f32::NEG_INFINITY])),
             Err(Error::NonFinite { .. })
         ));
+    }
+
+    /// Found by the API property suite: with lr 0, a gradient of 1e21 left the weights alone
+    /// but squared to infinity in Adam's second moment, and the next (ordinary) step turned the
+    /// weights into NaN. Such a step is refused, the state unchanged.
+    #[test]
+    fn a_step_whose_moments_overflow_is_refused() {
+        let mut layer = layer_2x3();
+        let mut huge = quadratic_grads(&layer);
+        for c in &mut huge.cores {
+            c.fill(1e21);
+        }
+        let mut adam = Adam::new(0.0);
+        let before = format!("{adam:?}");
+        assert!(matches!(
+            adam.step(&mut layer, &huge),
+            Err(Error::NonFinite { .. })
+        ));
+        assert_eq!(format!("{adam:?}"), before);
+        let good = quadratic_grads(&layer);
+        adam.step(&mut layer, &good).unwrap();
+        assert!(
+            layer
+                .tt()
+                .cores()
+                .iter()
+                .all(|c| c.iter().all(|v| v.is_finite()))
+        );
+    }
+
+    /// A refused first step (a non-finite gradient) does not tie the optimiser to the layer.
+    #[test]
+    fn a_refused_first_step_leaves_the_optimiser_fresh() {
+        let (mut a, mut b) = (layer_2x3(), layer_2x3());
+        let mut bad = quadratic_grads(&a);
+        bad.cores[0].fill(f32::NAN);
+        let mut sgd = Sgd::new(0.1, 0.0);
+        assert!(sgd.step(&mut a, &bad).is_err());
+        let good = quadratic_grads(&b);
+        sgd.step(&mut b, &good).unwrap();
     }
 }

@@ -11,7 +11,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod configurations;
+mod decomposition;
 mod layouts;
+mod optimisers;
+mod training;
 mod values;
 mod weights;
 mod wide;
