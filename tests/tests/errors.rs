@@ -225,6 +225,22 @@ fn unallocatable_sizes_are_errors() {
             Err(Error::TooLarge { .. })
         ));
     }
+    // Padding 2^40 with stride 2^41 on a 3-long axis (and a plain 64-long one): two output rows,
+    // both reading only padding. Found by the API property suite: the direct dense kernel
+    // stored the padding in its phase planes (2^41 planes, an abort); it steps aside now and
+    // the answer is the oracle's, zeros.
+    let wide = TtConv::new(
+        TtConvConfig::new(1, 2, vec![3, 3])
+            .padding(vec![1usize << 40, 1])
+            .stride(vec![1usize << 41, 1]),
+    )
+    .unwrap();
+    let x64 = ArrayD::<f32>::ones(IxDyn(&[1, 1, 3, 64]));
+    for implementation in [Implementation::Factorized, Implementation::Reconstructed] {
+        let y = wide.forward_with(&cpu, x64.view(), implementation).unwrap();
+        assert_eq!(y.shape(), &[1, 2, 2, 64]);
+        assert!(y.iter().all(|&v| v == 0.0), "{implementation:?}");
+    }
     // Stride 10^6 along a 5-long axis: one output row, and the dense path's scratch stays small.
     let layer = TtConv::new(
         TtConvConfig::new(1, 2, vec![3, 3])

@@ -46,6 +46,9 @@ const NR: usize = 16 * NV;
 const SLACK: usize = 2 * NR;
 /// Floats of input a task's block of positions aims to keep in L2 (half of 1 MiB).
 const BLOCK_INPUT_FLOATS: usize = 128 * 1024;
+/// Phase-plane positions per channel allowed beyond 4x the input and output positions (small
+/// maps with their padding ring always qualify: a 1x1 map padded to 3x3 is 9 positions).
+const MAX_PADDING_ONLY_GRID: usize = 4096;
 
 /// The geometry of one dense convolution on the flat grid of its phase planes.
 #[derive(Debug)]
@@ -117,6 +120,14 @@ impl Direct {
         })?;
         let grid = phases.checked_mul(padded_size)?;
         if grid > padded_input.saturating_mul(2) {
+            return None;
+        }
+        // The planes hold the padding itself: a padding far wider than the input (with a stride
+        // that keeps the output small) would ask for scratch out of all proportion to the
+        // activations; the im2col paths, which never store padding, run those.
+        let in_positions: usize = in_spatial.iter().product();
+        let out_positions: usize = out_spatial.iter().product();
+        if grid > (in_positions + out_positions).saturating_mul(4) + MAX_PADDING_ONLY_GRID {
             return None;
         }
         // Per tap: (phase index, in-plane shift).
