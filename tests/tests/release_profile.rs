@@ -10,7 +10,9 @@ use std::process::Command;
 #[test]
 fn api_properties_pass_in_the_release_profile() {
     if !cfg!(debug_assertions) {
-        println!("skipped: this build is the release profile already, where api_properties runs directly");
+        println!(
+            "skipped: this build is the release profile already, where api_properties runs directly"
+        );
         return;
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,7 +21,14 @@ fn api_properties_pass_in_the_release_profile() {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
         .current_dir(workspace)
-        .args(["test", "--release", "-p", "ttconv-tests", "--test", "api_properties"])
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "ttconv-tests",
+            "--test",
+            "api_properties",
+        ])
         .output()
         .expect("cargo runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -30,5 +39,8 @@ fn api_properties_pass_in_the_release_profile() {
         "cargo test --release --test api_properties failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    assert!(stdout.contains("test result: ok."), "no test result in:\n{stdout}");
+    assert!(
+        stdout.contains("test result: ok."),
+        "no test result in:\n{stdout}"
+    );
 }

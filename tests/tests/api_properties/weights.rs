@@ -14,8 +14,11 @@ use crate::common::{
 };
 use crate::wide;
 
-/// Everything observable about a layer's weights, bit for bit.
-fn snapshot(layer: &TtConv) -> (u64, Vec<Vec<u32>>, Option<Vec<u32>>, Vec<usize>) {
+/// Everything observable about a layer's weights, bit for bit: its stamp, the cores' bits, the
+/// bias's bits, its kernel size.
+type Snapshot = (u64, Vec<Vec<u32>>, Option<Vec<u32>>, Vec<usize>);
+
+fn snapshot(layer: &TtConv) -> Snapshot {
     (
         layer.stamp(),
         layer
