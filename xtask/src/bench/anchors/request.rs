@@ -263,7 +263,7 @@ mod tests {
     fn suite_cases_become_symmetric_paddings_and_tensorly_ranks() {
         let options = BenchOptions::default();
         let r = Request::for_options(&options).unwrap();
-        assert_eq!(r.conv.cases.len(), 9);
+        assert_eq!(r.conv.cases.len(), 14);
         assert!(r.skipped.is_empty());
         let c = &r.conv.cases[0];
         assert_eq!(c.id, "conv/2d_c64_s56_r16");

@@ -29,8 +29,37 @@ fn spec2d(
     }
 }
 
+/// A 2-D case of batch `batch`, kernel `kernel`, padding `padding` (symmetric per mode) and
+/// dilation `dilation`, stride 1.
+fn spec2d_kernel(
+    name: &str,
+    batch: usize,
+    c: usize,
+    s: usize,
+    kernel: [usize; 2],
+    padding: [usize; 2],
+    dilation: usize,
+    rank: RankSpec,
+) -> CaseSpec {
+    CaseSpec {
+        name: name.into(),
+        batch,
+        in_channels: c,
+        out_channels: c,
+        spatial: vec![s, s],
+        kernel: kernel.to_vec(),
+        stride: vec![1, 1],
+        padding: Padding::Each(padding.to_vec()),
+        dilation: vec![dilation; 2],
+        rank,
+    }
+}
+
 /// The default suite: nine layers of ResNet-like and 1-D / 3-D networks at TT ranks from 16 to
-/// `same`, batch 8 (2 for the 3-D case), 3x3 kernels with padding 1 (9 with padding 4 in 1-D).
+/// `same`, batch 8 (2 for the 3-D case), 3x3 kernels with padding 1 (9 with padding 4 in 1-D);
+/// then five shapes users run that those nine lack: batch 1 (latency), a dilation-2 layer
+/// (DeepLab), a 5x5 kernel, a 1x7 kernel (Inception's factorised 7x7) and a wide 1-D layer
+/// (c = 256, audio / text).
 pub fn default_suite() -> Vec<CaseSpec> {
     use RankSpec::{Fraction, Same, Uniform};
     vec![
@@ -64,6 +93,22 @@ pub fn default_suite() -> Vec<CaseSpec> {
             padding: Padding::All(1),
             dilation: vec![1; 3],
             rank: Uniform(16),
+        },
+        spec2d_kernel("2d_c256_s14_b1_r32", 1, 256, 14, [3, 3], [1, 1], 1, Uniform(32)),
+        spec2d_kernel("2d_c128_s28_dil2_r32", 8, 128, 28, [3, 3], [2, 2], 2, Uniform(32)),
+        spec2d_kernel("2d_c64_s28_k5_r16", 8, 64, 28, [5, 5], [2, 2], 1, Uniform(16)),
+        spec2d_kernel("2d_c128_s17_k1x7_r32", 8, 128, 17, [1, 7], [0, 3], 1, Uniform(32)),
+        CaseSpec {
+            name: "1d_c256_L1024_k3_r32".into(),
+            batch: 8,
+            in_channels: 256,
+            out_channels: 256,
+            spatial: vec![1024],
+            kernel: vec![3],
+            stride: vec![1],
+            padding: Padding::All(1),
+            dilation: vec![1],
+            rank: Uniform(32),
         },
     ]
 }
@@ -151,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn the_suite_has_its_nine_cases_with_tensorly_ranks() {
+    fn the_suite_has_its_fourteen_cases_with_tensorly_ranks() {
         let suite = default_suite();
         let names: Vec<&str> = suite.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
@@ -166,6 +211,11 @@ mod tests {
                 "2d_c64to128_s56_stride2_r16",
                 "1d_c64_L4096_k9_r16",
                 "3d_c32_s8x28x28_r16",
+                "2d_c256_s14_b1_r32",
+                "2d_c128_s28_dil2_r32",
+                "2d_c64_s28_k5_r16",
+                "2d_c128_s17_k1x7_r32",
+                "1d_c256_L1024_k3_r32",
             ]
         );
         // TensorLy's rank rules (`validate_tt_rank`) on the TT shapes (in, k.., out).
@@ -185,9 +235,9 @@ mod tests {
     #[test]
     fn selection_follows_filter_and_flags() {
         let all = Selection::new(&options(None)).unwrap();
-        assert_eq!((all.cases.len(), all.sweep.len()), (9, 7));
+        assert_eq!((all.cases.len(), all.sweep.len()), (14, 7));
         assert_eq!(all.ids()[0], "conv/2d_c64_s56_r16");
-        assert_eq!(all.ids()[9], "conv/sweep/2d_c64_s56_r4");
+        assert_eq!(all.ids()[14], "conv/sweep/2d_c64_s56_r4");
         let one = Selection::new(&options(Some("c512"))).unwrap();
         assert_eq!(one.ids(), ["conv/2d_c512_s7_r64"]);
         let sweep = Selection::new(&options(Some("sweep/"))).unwrap();
@@ -197,7 +247,7 @@ mod tests {
             ..options(None)
         })
         .unwrap();
-        assert!(quick.sweep.is_empty() && quick.cases.len() == 9);
+        assert!(quick.sweep.is_empty() && quick.cases.len() == 14);
         assert!(Selection::new(&options(Some("ttsvd"))).unwrap().is_empty());
         let user = Selection::new(&BenchOptions {
             cases: vec!["c=8,s=16,k=3,name=mine".into()],
