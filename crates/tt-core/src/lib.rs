@@ -13,6 +13,7 @@
 mod array;
 mod error;
 mod linalg;
+mod merge;
 mod orthogonalize;
 mod project;
 mod rank;
@@ -24,6 +25,7 @@ mod tt_svd;
 
 pub use error::{Error, Result};
 pub use linalg::SvdMethod;
+pub use merge::merge_cores;
 pub use rank::{RankOptions, RankSpec, Rounding, cap_ranks};
 pub use round::tt_round;
 pub use scalar::Scalar;

@@ -30,11 +30,32 @@ pub const GRAM_MIN_DIM: usize = 96;
 const PARALLEL_MIN_WORK: usize = 1 << 24;
 
 fn parallelism(m: usize, n: usize) -> Par {
-    if m.saturating_mul(n).saturating_mul(m.min(n)) < PARALLEL_MIN_WORK {
+    parallelism_for_work(m.saturating_mul(n).saturating_mul(m.min(n)))
+}
+
+/// One thread below [`PARALLEL_MIN_WORK`] multiply-adds, faer's global parallelism above.
+fn parallelism_for_work(work: usize) -> Par {
+    if work < PARALLEL_MIN_WORK {
         Par::Seq
     } else {
         faer::get_global_parallelism()
     }
+}
+
+/// `a (m, k) @ b (k, n)` for row-major slices, as a row-major `Vec` (`bt`: `b` given as `(n, k)`),
+/// written by faer straight into the row-major output.
+pub(crate) fn gemm(a: &[f64], m: usize, k: usize, b: &[f64], n: usize, bt: bool) -> Vec<f64> {
+    let a = MatRef::from_row_major_slice(a, m, k);
+    let b = if bt {
+        MatRef::from_row_major_slice(b, n, k).transpose()
+    } else {
+        MatRef::from_row_major_slice(b, k, n)
+    };
+    let mut out = vec![0.0; m * n];
+    let c = faer::MatMut::from_row_major_slice_mut(&mut out, m, n);
+    let par = parallelism_for_work(m.saturating_mul(k).saturating_mul(n));
+    matmul(c, Accum::Replace, a, b, 1.0, par);
+    out
 }
 
 /// Safety factor between the Gram route's noise floor and the quantities it must resolve.

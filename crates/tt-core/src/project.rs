@@ -11,43 +11,12 @@
 //! `dL/dG_k = H_k Right_k^T`, so the large tensor is contracted once per core instead of once
 //! with each full left product. GEMMs in f64 through faer, parallel above a size threshold.
 
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatRef, Par};
 use ndarray::{Array3, ArrayViewD};
 
 use crate::error::{Error, Result};
+use crate::linalg::gemm;
 use crate::scalar::Scalar;
 use crate::tensor::TtTensor;
-
-/// `a (m, k) @ b (k, n)` for row-major slices, as a row-major `Vec` (`bt`: `b` given as `(n, k)`).
-fn gemm(a: &[f64], m: usize, k: usize, b: &[f64], n: usize, bt: bool) -> Vec<f64> {
-    let a = MatRef::from_row_major_slice(a, m, k);
-    let b = if bt {
-        MatRef::from_row_major_slice(b, n, k).transpose()
-    } else {
-        MatRef::from_row_major_slice(b, k, n)
-    };
-    // Column-major (n, m) output = row-major (m, n): compute C^T = B^T A^T.
-    let mut ct = Mat::<f64>::zeros(n, m);
-    let par = if m.saturating_mul(k).saturating_mul(n) < 1 << 24 {
-        Par::Seq
-    } else {
-        faer::get_global_parallelism()
-    };
-    matmul(
-        ct.as_mut(),
-        Accum::Replace,
-        b.transpose(),
-        a.transpose(),
-        1.0,
-        par,
-    );
-    let mut out = Vec::with_capacity(m * n);
-    for i in 0..m {
-        out.extend((0..n).map(|j| ct[(j, i)]));
-    }
-    out
-}
 
 impl<T: Scalar> TtTensor<T> {
     /// `dL/dG_k` for every core of `L = <g, T>`, `g` a dense tensor of this TT's shape; computed in

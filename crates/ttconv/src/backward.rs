@@ -332,7 +332,12 @@ fn unfold_left(core: &Array3<f32>) -> ndarray::CowArray<'_, f32, IxDyn> {
 
 /// A gradient from the backend reshaped row-major to a core.
 fn into_core(a: ArrayD<f32>, shape: (usize, usize, usize)) -> Array3<f32> {
-    // `iter` walks the logical (row-major) order whatever the array's memory layout.
-    Array3::from_shape_vec(shape, a.iter().copied().collect())
+    // A row-major gradient is reshaped in place; another layout is copied in logical order first.
+    let a = if a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned()
+    };
+    a.into_shape_with_order(shape)
         .expect("the program's weight shapes are the cores' shapes")
 }

@@ -7,7 +7,7 @@ use ndarray::{Array1, Array3, ArrayD, ArrayView1, ArrayViewD, Axis, IxDyn};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
-use tt_core::{RankSpec, Truncation, TruncationReport, TtTensor, tt_svd};
+use tt_core::{RankSpec, Truncation, TruncationReport, TtTensor, merge_cores, tt_svd};
 
 use crate::config::{ConvGeometry, Implementation, TtConvConfig};
 use crate::cost::{self, Cost, CostConstants, LayerShape};
@@ -525,21 +525,11 @@ impl TtConv {
     /// `M[c, t, s] = sum_r G_0[c, r] G_1[r, t, s]` (accumulated in f64).
     pub(crate) fn merged_head(&self) -> Array3<f32> {
         let cores = self.tt.cores();
-        let (g0, g1) = (&cores[0], &cores[1]);
-        let (cin, r1) = (g0.shape()[1], g0.shape()[2]);
-        let (k, r2) = (g1.shape()[1], g1.shape()[2]);
-        let a = g0.index_axis(Axis(0), 0).mapv(f64::from);
-        let b = g1
-            .to_shape((r1, k * r2))
-            .expect("same size")
-            .mapv(f64::from);
-        a.dot(&b)
-            .mapv(|v| v as f32)
-            // The product may come back column-major (a rank-1 bond): reshape in row-major
-            // order whatever the layout.
-            .to_shape((cin, k, r2))
-            .expect("same size")
-            .into_owned()
+        let (cin, k, r2) = (cores[0].dim().1, cores[1].dim().1, cores[1].dim().2);
+        merge_cores(cores[0].view(), cores[1].view())
+            .expect("a TtTensor's neighbouring bonds agree")
+            .into_shape_with_order((cin, k, r2))
+            .expect("(1, in, k_1, r_2) is (in, k_1, r_2)")
     }
 
     /// The merged tail core `G_d G_{d+1}`, `(r_d, k_d, out)`:
@@ -547,21 +537,12 @@ impl TtConv {
     pub(crate) fn merged_tail(&self) -> Array3<f32> {
         let cores = self.tt.cores();
         let d = self.order();
-        let (gd, gl) = (&cores[d], &cores[d + 1]);
-        let (rd, k, re) = gd.dim();
-        let cout = gl.shape()[1];
-        let a = gd
-            .to_shape((rd * k, re))
-            .expect("same size")
-            .mapv(f64::from);
-        let b = gl.index_axis(Axis(2), 0).mapv(f64::from);
-        a.dot(&b)
-            .mapv(|v| v as f32)
-            // The product may come back column-major (a rank-1 bond): reshape in row-major
-            // order whatever the layout.
-            .to_shape((rd, k, cout))
-            .expect("same size")
-            .into_owned()
+        let (rd, k, _) = cores[d].dim();
+        let cout = cores[d + 1].dim().1;
+        merge_cores(cores[d].view(), cores[d + 1].view())
+            .expect("a TtTensor's neighbouring bonds agree")
+            .into_shape_with_order((rd, k, cout))
+            .expect("(r_d, k_d, out, 1) is (r_d, k_d, out)")
     }
 
     /// The cores in the layout of the factorized forward: `G_0` as `(in, r_1)`, the spatial cores,
