@@ -23,8 +23,10 @@
 //!
 //! Why: im2col + GEMM copies `cin * prod(k)` floats per output position, and the GEMM library
 //! packs them again; here each input float is read from cache by every tile that needs it. See
-//! docs/perf.md for the measured gain. Only with AVX-512 (`Direct::new` returns `None` without
-//! it, and the im2col paths run).
+//! docs/perf.md for the measured gain. Only at SIMD level AVX-512 (`Direct::new` returns `None`
+//! below it, and the im2col paths run): an AVX2 version of the tile (16 registers: four passes
+//! of 4 channels x 24 positions per 8 x 48 tile) ran 2-3x slower than the row im2col with faer's
+//! GEMM, see docs/perf.md.
 
 use std::ops::Range;
 
@@ -33,6 +35,7 @@ use rayon::prelude::*;
 
 use crate::conv_dense::DenseShape;
 use crate::par::{chunk_len, column_tasks, scratch};
+use crate::simd::Level;
 use crate::taps::row_major_taps;
 
 /// Output channels per tile (broadcast weights).
@@ -74,14 +77,14 @@ pub(crate) struct Direct {
 }
 
 impl Direct {
-    /// The plan for the convolution of `shape`, or `None` when it does not apply: an empty operand or a CPU without
-    /// AVX-512.
+    /// The plan for the convolution of `shape` when the backend's kernels run at SIMD level
+    /// `simd`, or `None` when it does not apply: an empty operand, or a level below AVX-512.
     ///
     /// Strides: axis `j` of the padded input is split into `s_j` phase planes (padded index
     /// `i = q s_j + phi`), so tap `t_j` (padded offset `a = t_j dil_j`) of output `o_j` reads
     /// plane `a mod s_j` at `o_j + a div s_j`: a unit-stride convolution over the planes, whose
     /// grid is `Q_j = ceil(P_j / s_j)` long.
-    pub(crate) fn new(shape: &DenseShape) -> Option<Self> {
+    pub(crate) fn new(shape: &DenseShape, simd: Level) -> Option<Self> {
         let (cin, in_spatial, out_spatial) = (shape.cin, &shape.in_spatial, &shape.out_spatial);
         let (kernel, geometry) = (&shape.kernel, &shape.geometry);
         let d = in_spatial.len();
@@ -90,7 +93,8 @@ impl Direct {
             || in_spatial.contains(&0)
             || out_spatial.contains(&0)
             || geometry.iter().any(|g| g.stride == 0)
-            || !avx512_available()
+            || simd < Level::Avx512
+            || !simd.supported()
         {
             return None;
         }
@@ -254,19 +258,6 @@ impl Direct {
     }
 }
 
-/// Whether this CPU runs AVX-512F (detected once).
-fn avx512_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// The kernel `(out, K)` packed for the micro-kernel: for each block of [`MR`] output channels,
 /// `K` rows of [`MR`] floats (`packed[(blk * K + k) * MR + r] = kernel[blk * MR + r, k]`, zero
 /// past `out`).
@@ -402,9 +393,10 @@ fn micro_tile(
     assert!(max_offset + NR <= x.len() && w.len() >= offsets.len() * MR);
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: `Direct::new` only plans this path when the CPU has AVX-512F (the
-        // `target_feature` contract of `avx512::tile`), and the assertion above bounds every
-        // load `tile` makes: `x[offsets[k] .. offsets[k] + NR]` and `w[k * MR .. (k + 1) * MR]`.
+        // SAFETY: `Direct::new` only plans this path at SIMD level AVX-512, which it checked
+        // the CPU supports (the `target_feature` contract of `avx512::tile`), and the assertion
+        // above bounds every load `tile` makes: `x[offsets[k] .. offsets[k] + NR]` and
+        // `w[k * MR .. (k + 1) * MR]`.
         #[allow(unsafe_code)]
         unsafe {
             avx512::tile(w.as_ptr(), x.as_ptr(), offsets, init, tile)
@@ -509,10 +501,12 @@ mod tests {
             let Some(c) = DenseCase::new(batch, cin, cout, &axes, bias, seed) else {
                 return Ok(());
             };
-            let Some(plan) = Direct::new(&c.dense_shape()) else {
+            let Some(plan) = Direct::new(&c.dense_shape(), Level::detected()) else {
                 println!("skipped: this CPU has no AVX-512F, the direct kernel never runs here");
                 return Ok(());
             };
+            // Capped below AVX-512, the backend never plans it.
+            prop_assert!(Direct::new(&c.dense_shape(), Level::Avx2).is_none());
             let packed = pack_weights(c.kernel_matrix());
             let got = forward(c.x3(), &packed, cout, c.bias.as_ref().map(|b| b.view()), &plan);
             c.check(&got)?;
@@ -547,7 +541,7 @@ mod tests {
         };
         let shape = DenseShape::new(2, &[5, 6], &[3, 3], &[g, g]).unwrap();
         assert_eq!(shape.out_spatial, [5, 6]);
-        if let Some(plan) = Direct::new(&shape) {
+        if let Some(plan) = Direct::new(&shape, Level::detected()) {
             assert_eq!(plan.grid_index(0), 0);
             assert_eq!(plan.grid_index(7), 8 + 1); // (1, 1) on an 8-wide padded grid
             assert_eq!(plan.offsets[9 + 4], 7 * 8 + 8 + 1); // channel 1, tap (1, 1)

@@ -28,6 +28,7 @@ use ttconv::{AxisGeometry, FactorizedProgram, StepOp, StepWeights};
 
 use crate::kernel::{Init, gemm_terms};
 use crate::par::{column_tasks, ranges};
+use crate::simd::Level;
 use crate::taps::valid_outputs;
 use crate::{CpuBackend, CpuWeights};
 
@@ -60,6 +61,8 @@ struct Op<'w> {
     w: &'w [f32],
     cin: usize,
     cout: usize,
+    /// The SIMD level of its GEMMs.
+    simd: Level,
 }
 
 /// The chain for one input shape.
@@ -78,8 +81,13 @@ pub(crate) struct Plan<'w> {
 
 impl<'w> Plan<'w> {
     /// The layer's program translated into this module's ops, reading each step's weight in
-    /// place (the layer merged and cached the end cores the program asks for).
-    pub(crate) fn new(program: &FactorizedProgram, w: &StepWeights<'w, CpuBackend>) -> Self {
+    /// place (the layer merged and cached the end cores the program asks for); every GEMM runs
+    /// at SIMD level `simd` (supported by the CPU).
+    pub(crate) fn new(
+        program: &FactorizedProgram,
+        w: &StepWeights<'w, CpuBackend>,
+        simd: Level,
+    ) -> Self {
         let ops: Vec<Op<'w>> = program
             .steps()
             .iter()
@@ -103,6 +111,7 @@ impl<'w> Plan<'w> {
                     w: weight.as_slice(),
                     cin: step.in_channels(),
                     cout: step.out_channels(),
+                    simd,
                 }
             })
             .collect();
@@ -350,6 +359,7 @@ fn run_slab(
                 terms.clear();
                 terms.extend((0..op.cin).map(|c| (c * op.cout, src_place.base + c * src_place.cs)));
                 gemm_terms(
+                    op.simd,
                     op.w,
                     src,
                     terms,
@@ -452,6 +462,7 @@ fn conv(
             }
             for a in 0..al.outer {
                 gemm_terms(
+                    op.simd,
                     op.w,
                     &src[a * al.lin * c..],
                     terms,
@@ -524,6 +535,7 @@ fn conv(
         terms.clear();
         terms.extend((0..rows).map(|r| (r * cout, r * n)));
         gemm_terms(
+            op.simd,
             op.w,
             pack,
             terms,

@@ -21,6 +21,8 @@
 
 use std::cell::RefCell;
 
+use crate::simd::Level;
+
 /// Columns per chunk: the packed `K x NC` block of `B` stays in L2 while every row block of `C`
 /// uses it.
 const NC: usize = 256;
@@ -39,47 +41,14 @@ thread_local! {
     static PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Which SIMD level this CPU runs (detected once).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Level {
-    Avx512,
-    Avx2,
-    Portable,
-}
-
-/// Whether the CPU runs SIMD level `lv`.
-fn supported(lv: Level) -> bool {
-    match lv {
-        Level::Portable => true,
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => false,
-    }
-}
-
-/// The best SIMD level of this CPU (detected once).
-fn level() -> Level {
-    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        [Level::Avx512, Level::Avx2]
-            .into_iter()
-            .find(|&lv| supported(lv))
-            .unwrap_or(Level::Portable)
-    })
-}
-
 /// One GEMM call: `C[c0 + i * ldc + j] (init) sum_k A[a_k + i] * B[b_k + j]`, `i < m`, `j < n`,
-/// with `terms[k] = (a_k, b_k)`. Runs on the calling thread.
+/// with `terms[k] = (a_k, b_k)`, at SIMD level `lv` (which the CPU must support: a
+/// [`Level::capped`] one). Runs on the calling thread.
 ///
 /// Panics when an operand would be read or written out of its slice, so the unchecked inner
 /// loops below only ever touch checked elements.
 pub(crate) fn gemm_terms(
+    lv: Level,
     a: &[f32],
     b: &[f32],
     terms: &[(usize, usize)],
@@ -90,7 +59,8 @@ pub(crate) fn gemm_terms(
     n: usize,
     init: Init<'_>,
 ) {
-    gemm_at(level(), a, b, terms, c, c0, ldc, m, n, init);
+    debug_assert!(lv.supported());
+    gemm_at(lv, a, b, terms, c, c0, ldc, m, n, init);
 }
 
 /// [`gemm_terms`] at SIMD level `lv`, which the CPU must support.
@@ -561,7 +531,7 @@ mod tests {
                     let mut want = got.clone();
                     naive(&a, &b, &terms, &mut want, 2, ldc, m, n, init);
                     for lv in [Level::Portable, Level::Avx2, Level::Avx512] {
-                        if !supported(lv) {
+                        if !lv.supported() {
                             continue;
                         }
                         let mut got = got.clone();

@@ -31,6 +31,7 @@ mod kernel;
 mod options;
 mod par;
 mod row_im2col;
+mod simd;
 mod taps;
 #[cfg(test)]
 mod test_support;
@@ -39,7 +40,7 @@ mod weights;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use ttconv::{AxisGeometry, Backend, FactorizedProgram, Result, StepWeights};
 
-pub use options::{CpuOptions, DenseAlgorithm};
+pub use options::{CpuOptions, DenseAlgorithm, SimdLevel};
 pub use weights::CpuWeights;
 
 use check::{nd_shape, shape, unflatten};
@@ -67,6 +68,11 @@ impl CpuBackend {
     /// The options this backend runs with.
     pub fn options(&self) -> CpuOptions {
         self.options
+    }
+
+    /// The SIMD level its own kernels run at: the CPU's best, capped by the options.
+    fn simd(&self) -> simd::Level {
+        simd::Level::capped(self.options.simd)
     }
 }
 
@@ -254,7 +260,7 @@ impl Backend for CpuBackend {
         let x = check::flat(&x)?;
         let path = self.options.dense;
         let direct = (path == DenseAlgorithm::Auto && !geo.is_pointwise())
-            .then(|| direct::Direct::new(&dense))
+            .then(|| direct::Direct::new(&dense, self.simd()))
             .flatten()
             .filter(|p| p.grid_ratio() <= MAX_DIRECT_GRID_RATIO);
         let rows_only = (matches!(path, DenseAlgorithm::Auto | DenseAlgorithm::Rows)
@@ -490,7 +496,7 @@ impl Backend for CpuBackend {
             return program.run(self, x, weights);
         }
         check::program_operands(x.shape(), program, weights)?;
-        let plan = fused::Plan::new(program, weights);
+        let plan = fused::Plan::new(program, weights, self.simd());
         let xs = x.as_standard_layout();
         let xd = xs.as_slice().expect("standard layout is contiguous");
         let (batch, cout, out_sp) = plan.output_shape();

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    Case, REL, assert_close, assert_close_scaled, case, conv_terms, grad_terms, out_spatial,
-    random, vec1,
+    Case, REL, assert_close, assert_close_scaled, capped, case, conv_terms, grad_terms,
+    out_spatial, random, simd_cap, vec1,
 };
 use ndarray::ArrayD;
 use proptest::prelude::*;
@@ -36,8 +36,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn forward_matches_oracle(c in case(work, 1_000_000)) {
-        let be = CpuBackend::new();
+    fn forward_matches_oracle(c in case(work, 1_000_000), simd in simd_cap()) {
+        let be = capped(simd);
         let x = random(&c.in_shape(), c.seed);
         let kernel = kernel_of(&c);
         let bias = vec1(&random(&[c.cout], c.seed ^ 2));
@@ -114,8 +114,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn large_forward_matches_oracle(c in large_case()) {
-        let be = CpuBackend::new();
+    fn large_forward_matches_oracle(c in large_case(), simd in simd_cap()) {
+        let be = capped(simd);
         let x = random(&c.in_shape(), c.seed);
         let kernel = kernel_of(&c);
         let bias = vec1(&random(&[c.cout], c.seed ^ 2));

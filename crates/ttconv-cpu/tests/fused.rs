@@ -7,13 +7,13 @@
 mod common;
 
 use common::{
-    Case, REL, assert_close_scaled, case, layer_from_factors, out_spatial, random, squared,
-    term_scale,
+    Case, REL, assert_close_scaled, capped, case, layer_from_factors, out_spatial, random,
+    simd_cap, squared, term_scale,
 };
 use ndarray::ArrayD;
 use proptest::prelude::*;
 use ttconv::{AxisGeometry, Backend, FactorizedWeights};
-use ttconv_cpu::CpuBackend;
+use ttconv_cpu::{CpuBackend, SimdLevel};
 
 /// The default chain of `Backend::factorized_forward`, primitive by primitive.
 fn unfused(
@@ -41,7 +41,34 @@ fn check(
     bias: bool,
     seed: u64,
 ) {
-    let be = CpuBackend::new();
+    check_at(
+        SimdLevel::Auto,
+        batch,
+        cin,
+        cout,
+        spatial,
+        kernel,
+        ranks,
+        geometry,
+        bias,
+        seed,
+    );
+}
+
+/// [`check`] with the fused chain's kernels capped at `simd`.
+fn check_at(
+    simd: SimdLevel,
+    batch: usize,
+    cin: usize,
+    cout: usize,
+    spatial: &[usize],
+    kernel: &[usize],
+    ranks: &[usize],
+    geometry: &[AxisGeometry],
+    bias: bool,
+    seed: u64,
+) {
+    let be = capped(simd);
     let d = spatial.len();
     let mut xs = vec![batch, cin];
     xs.extend(spatial);
@@ -93,9 +120,11 @@ proptest! {
     fn fused_equals_unfused_chain(
         c in case(work, 4_000_000),
         ranks in prop::collection::vec(1usize..=24, 5),
+        simd in simd_cap(),
     ) {
         let d = c.axes.len();
-        check(
+        check_at(
+            simd,
             c.batch,
             c.cin,
             c.cout,

@@ -89,6 +89,22 @@ impl Machine {
         }
     }
 
+    /// The figures against which a run with the CPU kernels capped at `simd` is judged: the
+    /// peak of that level's FMA loop (`avx2+fma`, `scalar`) instead of the best one. Unchanged
+    /// for `Auto`, or when that loop was not measured (not an x86-64 machine).
+    pub fn capped(mut self, simd: ttconv_cpu::SimdLevel) -> Self {
+        let name = match simd {
+            ttconv_cpu::SimdLevel::Auto => return self,
+            ttconv_cpu::SimdLevel::Avx2 => "avx2+fma",
+            ttconv_cpu::SimdLevel::Portable => "scalar",
+        };
+        if let Some((method, all, _)) = self.fma.iter().find(|f| f.0 == name).cloned() {
+            self.peak_gflops = all;
+            self.peak_method = format!("{method} (capped by --simd)");
+        }
+        self
+    }
+
     /// The JSON record (`peak_gflops`, `bandwidth_gbs`, `threads` are read by other tools).
     pub fn json(&self) -> Value {
         json!({
@@ -121,10 +137,11 @@ impl Machine {
             .map(|(m, all, one)| format!("{m} {all:.0} ({one:.0} on 1 thread)"))
             .collect();
         format!(
-            "machine: {}, {} thread(s); FMA peak {:.0} GFLOP/s [{}]; bandwidth {:.1} GB/s triad, {:.1} copy ({:.0} GB/s triad over 8 MiB); f32 GEMM {n}^3 (faer) {:.0} GFLOP/s",
+            "machine: {}, {} thread(s); FMA peak {:.0} GFLOP/s ({}) [{}]; bandwidth {:.1} GB/s triad, {:.1} copy ({:.0} GB/s triad over 8 MiB); f32 GEMM {n}^3 (faer) {:.0} GFLOP/s",
             self.cpu,
             self.threads,
             self.peak_gflops,
+            self.peak_method,
             loops.join(", "),
             self.bandwidth_gbs,
             self.copy_gbs,

@@ -28,6 +28,7 @@ pub use table::Table;
 const HELP: &str = "\
 usage: cargo xtask bench [--filter TEXT] [--quick] [--check] [--list] [--case SPEC]...
                          [--anchors [--python PATH]] [--cpu-dense ALGORITHM] [--unfused]
+                         [--simd LEVEL]
 
 Runs the benchmark parts, prints one table per part and writes target/bench/<part>.json
 (the conv part: target/bench/bench.json and the plot conv_rank_sweep.svg).
@@ -54,6 +55,9 @@ Runs the benchmark parts, prints one table per part and writes target/bench/<par
                  or im2col (full im2col), for A/B timing
   --unfused      the CPU backend runs the factorized program's steps one primitive at a
                  time instead of its fused forward, for A/B timing
+  --simd LEVEL   cap the CPU backend's own kernels (fused chain, direct dense): auto
+                 (default), avx2 (what a processor without AVX-512 runs) or portable; the
+                 % of peak columns then use that level's measured FMA peak
 
 Threads: rayon's global pool, RAYON_NUM_THREADS to set it.";
 
@@ -158,9 +162,9 @@ pub fn parse(mut args: Args) -> Result<Option<BenchOptions>, UsageError> {
     Ok(Some(options))
 }
 
-/// The CPU backend's options from `--cpu-dense ALGORITHM` and `--unfused`.
+/// The CPU backend's options from `--cpu-dense ALGORITHM`, `--unfused` and `--simd LEVEL`.
 fn cpu_options(args: &mut Args) -> Result<ttconv_cpu::CpuOptions, UsageError> {
-    use ttconv_cpu::{CpuOptions, DenseAlgorithm};
+    use ttconv_cpu::{CpuOptions, DenseAlgorithm, SimdLevel};
     let dense = match args.value("--cpu-dense")?.as_deref() {
         None | Some("auto") => DenseAlgorithm::Auto,
         Some("rows") => DenseAlgorithm::Rows,
@@ -171,9 +175,20 @@ fn cpu_options(args: &mut Args) -> Result<ttconv_cpu::CpuOptions, UsageError> {
             )));
         }
     };
+    let simd = match args.value("--simd")?.as_deref() {
+        None | Some("auto") => SimdLevel::Auto,
+        Some("avx2") => SimdLevel::Avx2,
+        Some("portable") => SimdLevel::Portable,
+        Some(other) => {
+            return Err(UsageError(format!(
+                "--simd takes auto, avx2 or portable, got `{other}`"
+            )));
+        }
+    };
     Ok(CpuOptions {
         dense,
         fused: !args.flag("--unfused"),
+        simd,
     })
 }
 
@@ -287,6 +302,9 @@ mod tests {
         let o = parse_str("--cpu-dense rows --unfused").unwrap().unwrap();
         assert_eq!(o.cpu.dense, ttconv_cpu::DenseAlgorithm::Rows);
         assert!(!o.cpu.fused);
+        let o = parse_str("--simd avx2").unwrap().unwrap();
+        assert_eq!(o.cpu.simd, ttconv_cpu::SimdLevel::Avx2);
+        assert!(parse_str("--simd sse").is_err());
         let o = parse_str("--cpu-dense im2col").unwrap().unwrap();
         assert_eq!(o.cpu.dense, ttconv_cpu::DenseAlgorithm::Im2col);
         assert!(o.cpu.fused);

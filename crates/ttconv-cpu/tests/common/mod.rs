@@ -9,6 +9,25 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use ttconv::AxisGeometry;
+use ttconv_cpu::{CpuBackend, CpuOptions, SimdLevel};
+
+/// Every SIMD cap of the backend's kernels: the property tests run the AVX2 and plain-loop
+/// paths too (what a processor without AVX-512 runs), whatever this machine has.
+pub fn simd_cap() -> impl Strategy<Value = SimdLevel> {
+    prop_oneof![
+        Just(SimdLevel::Auto),
+        Just(SimdLevel::Avx2),
+        Just(SimdLevel::Portable)
+    ]
+}
+
+/// A backend with the default options and the kernels capped at `simd`.
+pub fn capped(simd: SimdLevel) -> CpuBackend {
+    CpuBackend::with_options(CpuOptions {
+        simd,
+        ..CpuOptions::default()
+    })
+}
 
 /// Uniform(-1, 1) data of `shape`, reproducible from `seed`.
 pub fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {

@@ -141,7 +141,7 @@ pub fn run(options: &BenchOptions, anchors: Option<&AnchorRun>) -> Result<PartOu
             wait_idle(30.0);
         }
         eprintln!("[conv] measuring the machine (FMA peak, memory bandwidth, GEMM)...");
-        let m = Machine::measure(options.quick);
+        let m = Machine::measure(options.quick).capped(options.cpu.simd);
         println!("\n{}", m.summary());
         m
     };
