@@ -24,6 +24,8 @@ machine with an NVIDIA GPU and python3 + PyTorch but no Rust (the device tool's 
 
   binaries.tar.xz  ttconv-cuda's release test binaries (tests/) and gpu_bench (bin/)
   scripts/         torch_gpu_anchor.py, report.py, cuda_libs.py
+  suite.json       the bench's default suite (`cargo xtask bench --list`), read by gpu_bench
+                   and the anchor: one list of cases for the CPU bench and the GPU check
   wheels/          tensorly 0.10 and tensorly-torch 0.5 (pure Python, pip-installed there)
   nvrtc-13.0.88.tar.xz  libnvrtc.so.13 of CUDA 13.0 (the driver 580 cannot load PTX of a
                    newer NVRTC); --no-nvrtc leaves it out and uses the machine's own
@@ -139,6 +141,8 @@ fn run(o: &Options) -> Result<()> {
         copy(&scripts_src.join(s), &out.join("scripts").join(s))?;
     }
     copy(&scripts_src.join("gpu_check_run.sh"), &out.join("run.sh"))?;
+    fs::write(out.join("suite.json"), crate::bench::default_suite_json()?)
+        .map_err(|e| format!("suite.json: {e}"))?;
 
     let wheels = fetch_wheels(&cache)?;
     fs::create_dir_all(out.join("wheels")).map_err(|e| format!("wheels: {e}"))?;

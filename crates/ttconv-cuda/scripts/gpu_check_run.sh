@@ -30,7 +30,7 @@
 #   gpu_bench), so a faulting kernel is named by its own error; timings are then meaningless.
 # Environment: OUT (results folder; default ./out beside this script), TTC_WORK (/tmp/ttconv-gpu-check),
 # TTC_BATCH (32), TTC_BATCH3D (8), TTC_DEADLINE_S (330), TTC_TEST_TIMEOUT_S (90 per binary),
-# TTC_BENCH_TIMEOUT_S (120), TTC_ANCHOR_TIMEOUT_S (100), PYTHON (python3: the one with PyTorch).
+# TTC_BENCH_TIMEOUT_S (150), TTC_ANCHOR_TIMEOUT_S (120), PYTHON (python3: the one with PyTorch).
 set -u
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,8 +41,8 @@ BATCH3D="${TTC_BATCH3D:-8}"
 DEADLINE_S="${TTC_DEADLINE_S:-330}"
 SMOKE_TIMEOUT_S=60
 TEST_TIMEOUT_S="${TTC_TEST_TIMEOUT_S:-90}"
-BENCH_TIMEOUT_S="${TTC_BENCH_TIMEOUT_S:-120}"
-ANCHOR_TIMEOUT_S="${TTC_ANCHOR_TIMEOUT_S:-100}"
+BENCH_TIMEOUT_S="${TTC_BENCH_TIMEOUT_S:-150}"
+ANCHOR_TIMEOUT_S="${TTC_ANCHOR_TIMEOUT_S:-120}"
 REPORT_TIMEOUT_S=30
 # Minimum time kept for the steps after the tests, the bench and the anchor.
 BENCH_MIN_S=60
@@ -251,13 +251,13 @@ for t in "${WORK}"/payload/tests/*; do
     [ -x "${t}" ] && [ "${t}" != "${SMOKE}" ] && TESTS+=("${t}")
 done
 TEST_ARGS=(-q --test-threads=1)
-BENCH=("${WORK}/payload/bin/gpu_bench" --json "${OUT_DIR}/gpu_bench.json" --batch "${BATCH}" --batch3d "${BATCH3D}")
+BENCH=("${WORK}/payload/bin/gpu_bench" --suite "${HERE}/suite.json" --json "${OUT_DIR}/gpu_bench.json" --batch "${BATCH}" --batch3d "${BATCH3D}")
 if ((SYNC_LAUNCHES)); then
     export TTCONV_TEST_SYNC_LAUNCHES=1
     BENCH+=(--sync-each-launch)
     say "--sync-launches: every kernel launch is followed by a synchronize (tests and gpu_bench)"
 fi
-ANCHOR=("${PY}" "${HERE}/scripts/torch_gpu_anchor.py" --out "${OUT_DIR}/torch_anchor.json" --batch "${BATCH}" --batch3d "${BATCH3D}")
+ANCHOR=("${PY}" "${HERE}/scripts/torch_gpu_anchor.py" --suite "${HERE}/suite.json" --out "${OUT_DIR}/torch_anchor.json" --batch "${BATCH}" --batch3d "${BATCH3D}")
 REPORT=("${PY}" "${HERE}/scripts/report.py" --ours "${OUT_DIR}/gpu_bench.json" --anchor "${OUT_DIR}/torch_anchor.json" --md "${OUT_DIR}/report.md")
 
 plan() {

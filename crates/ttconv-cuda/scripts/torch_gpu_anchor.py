@@ -2,7 +2,8 @@
 """GPU anchor of ttconv-cuda's `gpu_bench`: TensorLy-Torch's TT convolution and PyTorch's dense
 convolution (cuDNN) timed on one CUDA GPU, on the suite and batches that `gpu_bench` uses.
 
-    python3 torch_gpu_anchor.py --out anchor.json [--batch 32] [--batch3d 8] [--only NAME ...]
+    python3 torch_gpu_anchor.py --out anchor.json --suite suite.json [--batch 32] [--batch3d 8]
+        [--only NAME ...]
 
 Per case (float32 tensors on cuda:0):
   tl_fact_fwd        tltorch.FactorizedConv(factorization='tt', implementation='factorized')
@@ -33,19 +34,20 @@ import statistics
 import sys
 import time
 
-# name, in, out, spatial, kernel (per mode), stride, padding, rank spec: the nine cases of
-# the default suite (gpu_bench.rs), in its order. The batch comes from the command line.
-SUITE = [
-    ("2d_c64_s56_r16", 64, 64, (56, 56), 3, 1, 1, 16),
-    ("2d_c64_s56_r0.1", 64, 64, (56, 56), 3, 1, 1, 0.1),
-    ("2d_c128_s28_r32", 128, 128, (28, 28), 3, 1, 1, 32),
-    ("2d_c256_s14_r32", 256, 256, (14, 14), 3, 1, 1, 32),
-    ("2d_c512_s7_r64", 512, 512, (7, 7), 3, 1, 1, 64),
-    ("2d_c256_s14_rsame", 256, 256, (14, 14), 3, 1, 1, "same"),
-    ("2d_c64to128_s56_stride2_r16", 64, 128, (56, 56), 3, 2, 1, 16),
-    ("1d_c64_L4096_k9_r16", 64, 64, (4096,), 9, 1, 4, 16),
-    ("3d_c32_s8x28x28_r16", 32, 32, (8, 28, 28), 3, 1, 1, 16),
-]
+def load_suite(path):
+    """The cases of `suite.json` (written by `cargo xtask gpu-check` from the bench's default
+    suite, in the form of xtask/anchors/anchor_bench.py: id, in_channels, out_channels, spatial,
+    kernel / stride / padding (symmetric) / dilation per mode, rank). Their batch is the CPU
+    bench's; the GPU batch comes from the command line."""
+    with open(path) as f:
+        cases = json.load(f)["cases"]
+    keys = ("id", "in_channels", "out_channels", "spatial", "kernel", "stride", "padding",
+            "dilation", "rank")
+    for c in cases:
+        missing = [k for k in keys if k not in c]
+        if missing:
+            raise ValueError(f"{path}: case {c.get('id')!r} lacks {missing}")
+    return cases
 
 
 class Timer:
@@ -77,7 +79,7 @@ class Timer:
                 "repeats": n, "warmup": self.warmup}
 
 
-def out_len(n, k, stride, pad, dil=1):
+def out_len(n, k, stride, pad, dil):
     return (n + 2 * pad - dil * (k - 1) - 1) // stride + 1
 
 
@@ -96,23 +98,26 @@ def rel_diff(a, b):
 
 
 def run_case(spec, batch, args, torch, tl, tltorch, timer, dev):
-    name, cin, cout, spatial, k, stride, pad, rank = spec
+    name, cin, cout, spatial = spec["id"], spec["in_channels"], spec["out_channels"], spec["spatial"]
+    k, stride, pad, dil = (tuple(spec[key]) for key in ("kernel", "stride", "padding", "dilation"))
+    rank = spec["rank"]
     F = torch.nn.functional
     order = len(spatial)
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[order]
     res = {"name": name, "batch": batch, "cin": cin, "cout": cout, "spatial": list(spatial),
-           "kernel": k, "stride": stride, "padding": pad, "rank": str(rank),
-           "output_spatial": [out_len(n, k, stride, pad) for n in spatial],
+           "kernel": list(k), "stride": list(stride), "padding": list(pad), "dilation": list(dil),
+           "rank": str(rank),
+           "output_spatial": [out_len(*a) for a in zip(spatial, k, stride, pad, dil)],
            "timings": {}, "errors": {}}
     t_case = time.perf_counter()
     torch.manual_seed(args.seed)
     set_precision(torch, tf32=False)
 
-    common = dict(order=order, stride=stride, padding=pad, dilation=1, bias=False,
+    common = dict(order=order, stride=stride, padding=pad, dilation=dil, bias=False,
                   factorization="tt", rank=rank)
-    fact = tltorch.FactorizedConv(cin, cout, (k,) * order, implementation="factorized", **common)
+    fact = tltorch.FactorizedConv(cin, cout, k, implementation="factorized", **common)
     fact.reset_parameters(std=0.02)
-    rec = tltorch.FactorizedConv(cin, cout, (k,) * order, implementation="reconstructed", **common)
+    rec = tltorch.FactorizedConv(cin, cout, k, implementation="reconstructed", **common)
     rec.weight = fact.weight  # one set of cores for both implementations
     fact = fact.to(dev)
     rec = rec.to(dev)
@@ -125,7 +130,7 @@ def run_case(spec, batch, args, torch, tl, tltorch, timer, dev):
     x = torch.randn(batch, cin, *spatial, device=dev, dtype=torch.float32)
 
     def dense():
-        return conv(x, w_dense, None, stride, pad, 1)
+        return conv(x, w_dense, None, stride, pad, dil)
 
     with torch.no_grad():
         y_dense = dense()
@@ -167,7 +172,7 @@ def run_case(spec, batch, args, torch, tl, tltorch, timer, dev):
     def dense_fwd_bwd():
         wg.grad = None
         xg.grad = None
-        conv(xg, wg, None, stride, pad, 1).sum().backward()
+        conv(xg, wg, None, stride, pad, dil).sum().backward()
 
     measure("tl_fact_fwd_bwd", fact_fwd_bwd, grad=True)
     measure("dense_fwd_bwd", dense_fwd_bwd, grad=True)
@@ -184,6 +189,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="JSON file to write")
+    ap.add_argument("--suite", required=True, help="suite.json of the GPU check folder")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--batch3d", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=10)
@@ -191,7 +197,7 @@ def main():
     ap.add_argument("--max-repeats", type=int, default=100)
     ap.add_argument("--budget", type=float, default=0.5, help="seconds of timed runs per measurement")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", nargs="*", help="case names (default: all nine)")
+    ap.add_argument("--only", nargs="*", help="case names (default: every case of the suite)")
     ap.add_argument("--cpu", action="store_true", help="self-test on the CPU (not a measurement)")
     args = ap.parse_args()
 
@@ -250,16 +256,20 @@ def main():
           f"tltorch {report['versions']['tltorch']}; batch {args.batch} (3-D: {args.batch3d})",
           flush=True)
 
+    try:
+        suite = load_suite(args.suite)
+    except Exception as e:
+        return finish(2, f"cannot read the suite {args.suite}: {e!r}")
     timer = Timer(torch, args, sync)
     failed = 0
-    for spec in SUITE:
-        if args.only and spec[0] not in args.only:
+    for spec in suite:
+        if args.only and spec["id"] not in args.only:
             continue
-        batch = args.batch3d if len(spec[3]) == 3 else args.batch
+        batch = args.batch3d if len(spec["spatial"]) == 3 else args.batch
         try:
             r = run_case(spec, batch, args, torch, tl, tltorch, timer, dev)
         except Exception as e:  # the case could not even be set up
-            r = {"name": spec[0], "batch": batch, "timings": {},
+            r = {"name": spec["id"], "batch": batch, "timings": {},
                  "errors": {"setup": f"{type(e).__name__}: {e}"}}
         failed += bool(r["errors"])
         report["cases"].append(r)

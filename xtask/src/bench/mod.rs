@@ -23,6 +23,7 @@ use std::process::ExitCode;
 
 use crate::cli::{Args, UsageError, usage_exit};
 use anchors::AnchorRun;
+pub use conv::suite::default_suite_json;
 pub use table::Table;
 
 const HELP: &str = "\

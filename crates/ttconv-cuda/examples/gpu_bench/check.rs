@@ -132,7 +132,7 @@ pub(crate) fn backward_summed_len(
     output_shape: &[usize],
 ) -> usize {
     let positions = |shape: &[usize]| shape[0] * shape[2..].iter().product::<usize>();
-    let taps = case.kernel.pow(case.order() as u32);
+    let taps: usize = case.kernel.iter().product();
     positions(input_shape)
         .max(positions(output_shape))
         .max(case.cin.max(case.cout) * taps)

@@ -1,8 +1,8 @@
-//! GPU benchmark of the default suite (the nine cases of `cargo xtask bench`) on the CUDA backend, with the
+//! GPU benchmark of the default suite (the cases of `cargo xtask bench`, read from `--suite`) on the CUDA backend, with the
 //! batch scaled up so that the GPU is busy, plus a CUDA-vs-CPU correctness check per case.
 //!
 //! ```text
-//! cargo run --release -p ttconv-cuda --example gpu_bench -- [--json PATH] [--batch 32]
+//! cargo run --release -p ttconv-cuda --example gpu_bench -- --suite suite.json [--json PATH] [--batch 32]
 //!     [--batch3d 8] [--check-batch 2] [--warmup 10] [--min-repeats 15] [--max-repeats 100]
 //!     [--budget 0.5] [--no-tf32] [--only NAME[,NAME..]] [--tol 1e-4] [--sync-each-launch]
 //! ```
@@ -34,7 +34,7 @@ use std::time::Instant;
 use ndarray::{ArrayD, IxDyn};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use ttconv::{Backend, Implementation, Padding, RankSpec, TtConv, TtConvConfig};
 use ttconv_cpu::CpuBackend;
 use ttconv_cuda::CudaBackend;
@@ -88,71 +88,60 @@ impl Device for CpuBackend {
 // The suite
 // ------------------------------------------------------------------------------------------------
 
-/// One case of the default suite; `batch` is the anchor's (CPU) batch, scaled up by the options.
-#[derive(Clone, Debug)]
+/// One case of the suite, as `suite.json` gives it (written by `cargo xtask gpu-check` from the
+/// bench's default suite, in the form `xtask/anchors/anchor_bench.py` documents). Its `batch`,
+/// the CPU bench's, is not used: the GPU batch comes from `--batch` / `--batch3d`.
+#[derive(Clone, Debug, Deserialize)]
 struct Case {
-    name: &'static str,
+    #[serde(rename = "id")]
+    name: String,
+    #[serde(rename = "in_channels")]
     cin: usize,
+    #[serde(rename = "out_channels")]
     cout: usize,
     spatial: Vec<usize>,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
+    kernel: Vec<usize>,
+    stride: Vec<usize>,
+    /// Symmetric zero padding per mode.
+    padding: Vec<usize>,
+    dilation: Vec<usize>,
+    /// TensorLy's `rank=`: `"same"`, a fraction, an int or every rank.
+    #[serde(deserialize_with = "rank_spec")]
     rank: RankSpec,
 }
 
-fn case2d(
-    name: &'static str,
-    cin: usize,
-    cout: usize,
-    s: usize,
-    stride: usize,
-    rank: RankSpec,
-) -> Case {
-    Case {
-        name,
-        cin,
-        cout,
-        spatial: vec![s, s],
-        kernel: 3,
-        stride,
-        padding: 1,
-        rank,
+/// A rank spec from its JSON form (`"same"`, a float fraction, an int, a list of every rank).
+fn rank_spec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RankSpec, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) if s == "same" => Ok(RankSpec::Same),
+        serde_json::Value::Number(n) if n.is_u64() => {
+            Ok(RankSpec::Uniform(n.as_u64().expect("checked") as usize))
+        }
+        serde_json::Value::Number(n) => Ok(RankSpec::Fraction(n.as_f64().expect("a number"))),
+        serde_json::Value::Array(v) => v
+            .iter()
+            .map(|r| r.as_u64().map(|r| r as usize))
+            .collect::<Option<Vec<_>>>()
+            .map(RankSpec::Explicit)
+            .ok_or_else(|| D::Error::custom("a rank list holds non-negative integers")),
+        other => Err(D::Error::custom(format!("not a rank spec: {other}"))),
     }
 }
 
-/// The nine cases of the default suite, in the order of `cargo xtask bench`.
-fn suite() -> Vec<Case> {
-    use RankSpec::{Fraction, Same, Uniform};
-    vec![
-        case2d("2d_c64_s56_r16", 64, 64, 56, 1, Uniform(16)),
-        case2d("2d_c64_s56_r0.1", 64, 64, 56, 1, Fraction(0.1)),
-        case2d("2d_c128_s28_r32", 128, 128, 28, 1, Uniform(32)),
-        case2d("2d_c256_s14_r32", 256, 256, 14, 1, Uniform(32)),
-        case2d("2d_c512_s7_r64", 512, 512, 7, 1, Uniform(64)),
-        case2d("2d_c256_s14_rsame", 256, 256, 14, 1, Same),
-        case2d("2d_c64to128_s56_stride2_r16", 64, 128, 56, 2, Uniform(16)),
-        Case {
-            name: "1d_c64_L4096_k9_r16",
-            cin: 64,
-            cout: 64,
-            spatial: vec![4096],
-            kernel: 9,
-            stride: 1,
-            padding: 4,
-            rank: Uniform(16),
-        },
-        Case {
-            name: "3d_c32_s8x28x28_r16",
-            cin: 32,
-            cout: 32,
-            spatial: vec![8, 28, 28],
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-            rank: Uniform(16),
-        },
-    ]
+/// The cases of the suite file at `path` (`{"cases": [...]}`), each checked to be one layer.
+fn load_suite(path: &str) -> Result<Vec<Case>, String> {
+    #[derive(Deserialize)]
+    struct Suite {
+        cases: Vec<Case>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--suite {path}: {e}"))?;
+    let suite: Suite = serde_json::from_str(&text).map_err(|e| format!("--suite {path}: {e}"))?;
+    for c in &suite.cases {
+        c.layer(0)
+            .map_err(|e| format!("--suite {path}: case {}: {e}", c.name))?;
+    }
+    Ok(suite.cases)
 }
 
 impl Case {
@@ -161,11 +150,11 @@ impl Case {
     }
 
     fn layer(&self, seed: u64) -> ttconv::Result<TtConv> {
-        let d = self.order();
-        let cfg = TtConvConfig::new(self.cin, self.cout, vec![self.kernel; d])
+        let cfg = TtConvConfig::new(self.cin, self.cout, self.kernel.clone())
             .rank(self.rank.clone())
-            .stride(self.stride)
-            .padding(Padding::All(self.padding));
+            .stride(self.stride.clone())
+            .padding(Padding::Each(self.padding.clone()))
+            .dilation(self.dilation.clone());
         let mut layer = TtConv::new(cfg)?;
         layer.init_from_random(ttconv::Init::Direct, seed)?;
         Ok(layer)
@@ -193,6 +182,11 @@ impl Case {
 /// filter left out).
 #[derive(Debug, Serialize)]
 struct Options {
+    /// The cases of `--suite`.
+    #[serde(skip)]
+    suite: Vec<Case>,
+    /// The path they came from.
+    suite_file: String,
     #[serde(skip)]
     json: Option<String>,
     batch: usize,
@@ -212,11 +206,11 @@ struct Options {
 }
 
 const USAGE: &str = "\
-usage: gpu_bench [--json PATH] [--batch N (32)] [--batch3d N (8)] [--check-batch N (2)]
+usage: gpu_bench --suite FILE [--json PATH] [--batch N (32)] [--batch3d N (8)] [--check-batch N (2)]
                  [--warmup N (10)] [--min-repeats N (15)] [--max-repeats N (100)]
                  [--budget SECONDS per measurement (0.5)] [--no-tf32] [--only NAME[,NAME..]]
                  [--tol REL (1e-4)] [--seed N (0)] [--cpu] [--sync-each-launch]
-Times the default suite on CUDA device 0 (factorized / reconstructed forward, forward+backward,
+Times the cases of FILE (the bench's default suite, written by `cargo xtask gpu-check`) on CUDA device 0 (factorized / reconstructed forward, forward+backward,
 TF32 forwards) and checks CUDA against the CPU backend, forward and backward. Exit 2 when there
 is no usable GPU, 3 when a result is outside its tolerance.
 --cpu runs the same program on the CPU backend instead: a self-test for machines without a GPU.
@@ -225,6 +219,8 @@ timings are then meaningless).";
 
 fn parse_args() -> Result<Options, String> {
     let mut o = Options {
+        suite: Vec::new(),
+        suite_file: String::new(),
         json: None,
         batch: 32,
         batch3d: 8,
@@ -241,6 +237,7 @@ fn parse_args() -> Result<Options, String> {
         sync_each_launch: false,
     };
     const VALUED: &[&str] = &[
+        "--suite",
         "--json",
         "--batch",
         "--batch3d",
@@ -289,6 +286,7 @@ fn parse_args() -> Result<Options, String> {
                 .map_err(|_| format!("{name}: `{v}` is not a number"))
         };
         match name.as_str() {
+            "--suite" => o.suite_file = value,
             "--json" => o.json = Some(value),
             "--batch" => o.batch = num(&value)?.max(1),
             "--batch3d" => o.batch3d = num(&value)?.max(1),
@@ -305,6 +303,14 @@ fn parse_args() -> Result<Options, String> {
         }
     }
     o.max_repeats = o.max_repeats.max(o.min_repeats);
+    if o.suite_file.is_empty() {
+        return Err(
+            "--suite FILE is required: the suite.json that `cargo xtask gpu-check` \
+                    writes from the bench's default suite"
+                .into(),
+        );
+    }
+    o.suite = load_suite(&o.suite_file)?;
     Ok(o)
 }
 
@@ -543,9 +549,11 @@ fn run_all<D: Device>(be: &D, o: &Options) -> ExitCode {
         o.min_repeats,
         o.max_repeats
     );
-    let cases: Vec<Case> = suite()
-        .into_iter()
-        .filter(|c| o.only.is_empty() || o.only.iter().any(|n| n == c.name))
+    let cases: Vec<Case> = o
+        .suite
+        .iter()
+        .filter(|c| o.only.is_empty() || o.only.contains(&c.name))
+        .cloned()
         .collect();
     if cases.is_empty() {
         eprintln!("gpu_bench: --only matches no case");

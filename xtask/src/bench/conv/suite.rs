@@ -6,6 +6,7 @@ use ttconv::{Padding, RankSpec};
 
 use super::spec::CaseSpec;
 use crate::bench::BenchOptions;
+use crate::bench::anchors::request::ConvCase;
 
 fn spec2d(
     name: &str,
@@ -149,6 +150,18 @@ pub fn default_suite() -> Vec<CaseSpec> {
     ]
 }
 
+/// The default suite as `suite.json` of the GPU check (`{"cases": [...]}`, each case in the
+/// anchors' form, its id the case name): the one list of cases `gpu_bench` and the GPU anchor
+/// read. An error names a case PyTorch cannot express (none of the default ones).
+pub fn default_suite_json() -> Result<String, String> {
+    let cases = default_suite()
+        .iter()
+        .map(|c| ConvCase::new(&c.name, c))
+        .collect::<Result<Vec<_>, _>>()?;
+    serde_json::to_string_pretty(&serde_json::json!({ "cases": cases }))
+        .map_err(|e| format!("suite.json: {e}"))
+}
+
 /// The ranks of the plotted sweep (2d_c64_s56, batch 8, 3x3, padding 1).
 pub const SWEEP_RANKS: [usize; 7] = [4, 8, 16, 24, 32, 48, 64];
 
@@ -266,6 +279,23 @@ mod tests {
             let g = c.config().validate().unwrap();
             assert!(ttconv::output_spatial(&c.spatial, &c.kernel, &g).is_ok());
         }
+    }
+
+    /// The GPU check's suite.json holds every case, in the anchors' form.
+    #[test]
+    fn the_gpu_suite_file_is_the_default_suite() {
+        let text = default_suite_json().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let cases = v["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), default_suite().len());
+        assert_eq!(cases[5]["id"], "2d_c256_s14_rsame");
+        assert_eq!(cases[5]["rank"], "same");
+        let k1x7 = cases
+            .iter()
+            .find(|c| c["id"] == "2d_c128_s17_k1x7_r32")
+            .unwrap();
+        assert_eq!(k1x7["kernel"], serde_json::json!([1, 7]));
+        assert_eq!(k1x7["padding"], serde_json::json!([0, 3]));
     }
 
     #[test]
