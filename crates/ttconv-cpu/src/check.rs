@@ -95,13 +95,8 @@ pub(crate) fn nd_shape(batch: usize, channels: usize, spatial: &[usize]) -> Vec<
 /// Reshapes a computed `(B, c, prod(spatial))` result to its N-D shape.
 pub(crate) fn unflatten(y: ndarray::Array3<f32>, full: &[usize]) -> Result<ArrayD<f32>> {
     let got = y.shape().to_vec();
-    // A GEMM result may be column-major: reshape in row-major order whatever the layout.
-    let y = if y.is_standard_layout() {
-        y
-    } else {
-        y.as_standard_layout().into_owned()
-    };
-    y.into_shape_with_order(IxDyn(full))
+    into_standard(y)
+        .into_shape_with_order(IxDyn(full))
         .map_err(|_| shape("result", format!("{full:?}"), &got))
 }
 
@@ -135,8 +130,11 @@ pub(crate) fn program_operands(
     }
 }
 
-/// `x` in standard (row-major) layout: moved when it already is, copied otherwise.
-pub(crate) fn into_standard(x: ArrayD<f32>) -> ArrayD<f32> {
+/// `x` in standard (row-major) layout: moved when it already is, copied otherwise (a GEMM
+/// result may come back column-major).
+pub(crate) fn into_standard<D: ndarray::Dimension>(
+    x: ndarray::Array<f32, D>,
+) -> ndarray::Array<f32, D> {
     if x.is_standard_layout() {
         x
     } else {

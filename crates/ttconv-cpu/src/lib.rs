@@ -446,12 +446,8 @@ impl Backend for CpuBackend {
         let gk = conv_dense::grad_weight(check::flat(&x)?, check::flat(&gy)?, &geo);
         let full = nd_shape(gs[1], xs[1], kernel_size);
         let got = gk.shape().to_vec();
-        let gk = if gk.is_standard_layout() {
-            gk
-        } else {
-            gk.as_standard_layout().into_owned()
-        };
-        gk.into_shape_with_order(IxDyn(&full))
+        check::into_standard(gk)
+            .into_shape_with_order(IxDyn(&full))
             .map_err(|_| shape("kernel gradient", format!("{full:?}"), &got))
     }
 

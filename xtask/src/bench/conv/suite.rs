@@ -30,6 +30,22 @@ fn spec2d(
     }
 }
 
+/// A 1-D case of batch 8, `c -> c` channels over `len` positions, kernel `k`, padding `pad`.
+fn spec1d(name: &str, c: usize, len: usize, k: usize, pad: usize, rank: RankSpec) -> CaseSpec {
+    CaseSpec {
+        name: name.into(),
+        batch: 8,
+        in_channels: c,
+        out_channels: c,
+        spatial: vec![len],
+        kernel: vec![k],
+        stride: vec![1],
+        padding: Padding::All(pad),
+        dilation: vec![1],
+        rank,
+    }
+}
+
 /// A 2-D case of batch `batch`, kernel `kernel`, padding `padding` (symmetric per mode) and
 /// dilation `dilation`, stride 1.
 fn spec2d_kernel(
@@ -71,18 +87,7 @@ pub fn default_suite() -> Vec<CaseSpec> {
         spec2d("2d_c512_s7_r64", 512, 512, 7, 1, Uniform(64)),
         spec2d("2d_c256_s14_rsame", 256, 256, 14, 1, Same),
         spec2d("2d_c64to128_s56_stride2_r16", 64, 128, 56, 2, Uniform(16)),
-        CaseSpec {
-            name: "1d_c64_L4096_k9_r16".into(),
-            batch: 8,
-            in_channels: 64,
-            out_channels: 64,
-            spatial: vec![4096],
-            kernel: vec![9],
-            stride: vec![1],
-            padding: Padding::All(4),
-            dilation: vec![1],
-            rank: Uniform(16),
-        },
+        spec1d("1d_c64_L4096_k9_r16", 64, 4096, 9, 4, Uniform(16)),
         CaseSpec {
             name: "3d_c32_s8x28x28_r16".into(),
             batch: 2,
@@ -135,18 +140,7 @@ pub fn default_suite() -> Vec<CaseSpec> {
             1,
             Uniform(32),
         ),
-        CaseSpec {
-            name: "1d_c256_L1024_k3_r32".into(),
-            batch: 8,
-            in_channels: 256,
-            out_channels: 256,
-            spatial: vec![1024],
-            kernel: vec![3],
-            stride: vec![1],
-            padding: Padding::All(1),
-            dilation: vec![1],
-            rank: Uniform(32),
-        },
+        spec1d("1d_c256_L1024_k3_r32", 256, 1024, 3, 1, Uniform(32)),
     ]
 }
 
