@@ -16,6 +16,7 @@ mod budget;
 mod compress;
 mod error;
 mod file;
+mod kernels;
 mod layer_bridge;
 mod meta;
 mod pickle;
@@ -33,6 +34,7 @@ pub use file::{
     Format, checkpoint_to_bytes, detect_format, parse_checkpoint, read_checkpoint, write_atomic,
     write_checkpoint,
 };
+pub use kernels::{KernelInput, KernelOutcome, compress_kernels};
 pub use layer_bridge::TtTensor;
 pub use meta::{Geometry, LayerMeta, METADATA_KEY, TtMetadata};
 pub use policy::{Pattern, Policy, RankRule, SkipReason, Target, is_kernel_candidate, layer_name};

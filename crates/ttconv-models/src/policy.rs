@@ -225,9 +225,9 @@ pub enum SkipReason {
     },
     /// Matches no include pattern.
     NotIncluded,
-    /// An override says `dense`.
+    /// An override says `dense` (or the policy's own rule does: the pattern is then empty).
     KeptDense {
-        /// The pattern.
+        /// The pattern (empty for the policy's rule).
         pattern: String,
     },
     /// The TT form would not be smaller than the kernel.
@@ -250,6 +250,9 @@ impl std::fmt::Display for SkipReason {
             SkipReason::TooSmall { params, min } => write!(f, "{params} params < minimum {min}"),
             SkipReason::Excluded { pattern } => write!(f, "excluded by `{pattern}`"),
             SkipReason::NotIncluded => write!(f, "not included"),
+            SkipReason::KeptDense { pattern } if pattern.is_empty() => {
+                write!(f, "kept dense by the policy")
+            }
             SkipReason::KeptDense { pattern } => write!(f, "kept dense by `{pattern}`"),
             SkipReason::NotSmaller { tt_params, params } => {
                 write!(f, "TT not smaller ({tt_params} >= {params} params)")

@@ -81,6 +81,38 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// The totals of `layers` in a file of `file_params_before` elements that holds
+    /// `file_params_after` after compression. A kernel kept dense because its TT form would not
+    /// be smaller counts as eligible, at its dense size.
+    pub fn from_layers(
+        layers: &[LayerReport],
+        file_params_before: usize,
+        file_params_after: usize,
+    ) -> Self {
+        let mut totals = Totals {
+            file_params_before,
+            file_params_after,
+            ..Totals::default()
+        };
+        for l in layers {
+            match &l.outcome {
+                Outcome::Compressed { .. } => {
+                    totals.compressed += 1;
+                    totals.eligible_params_before += l.params_before;
+                    totals.eligible_params_after += l.params_after;
+                }
+                Outcome::Skipped { reason } => {
+                    totals.skipped += 1;
+                    if matches!(reason, SkipReason::NotSmaller { .. }) {
+                        totals.eligible_params_before += l.params_before;
+                        totals.eligible_params_after += l.params_before;
+                    }
+                }
+            }
+        }
+        totals
+    }
+
     /// `file_params_before / file_params_after`.
     pub fn file_ratio(&self) -> f64 {
         ratio(self.file_params_before, self.file_params_after)
