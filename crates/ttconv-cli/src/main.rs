@@ -9,6 +9,8 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use ttconv::Backend;
+mod onnx;
+
 use ttconv_models::{
     Checkpoint, Limits, Pattern, Policy, Progress, RankRule, ReportOptions, Target, TtMetadata,
     compress, decompress, find_tt_layers, read_checkpoint, write_atomic, write_checkpoint,
@@ -27,8 +29,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Decompose every eligible convolution kernel into TT cores (TensorLy-Torch names); writes
-    /// safetensors and prints a per-layer table.
+    /// Decompose every eligible convolution kernel into TT cores: a checkpoint gets
+    /// TensorLy-Torch's names (written as safetensors), an `.onnx` model gets each Conv replaced
+    /// by its chain of plain Conv nodes (checked in ONNX Runtime). Prints a per-layer table.
     Compress(Box<CompressArgs>),
     /// List a file's tensors and its TT layers.
     Inspect {
@@ -47,9 +50,11 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct CompressArgs {
-    /// Input checkpoint: safetensors, or a PyTorch .pt / .pth (zip or legacy format).
+    /// Input checkpoint: safetensors, or a PyTorch .pt / .pth (zip or legacy format); or an
+    /// ONNX model (.onnx).
     input: PathBuf,
-    /// Output safetensors file (never the input; written atomically).
+    /// Output file: safetensors for a checkpoint, .onnx for a model (never the input; written
+    /// atomically).
     #[arg(short, long)]
     output: PathBuf,
     /// Rank for every layer: same, a fraction (0.5), an int (8) or a list (1,8,8,1); without
@@ -87,6 +92,9 @@ struct CompressArgs {
     /// Input spatial size HxW (or D, or DxHxW) for the MACs columns and Auto's choice.
     #[arg(long, value_name = "HxW")]
     input_size: Option<String>,
+    /// ONNX models (`.onnx` in and out) only: how the compressed model is checked.
+    #[command(flatten)]
+    onnx: onnx::OnnxArgs,
 }
 
 fn main() -> ExitCode {
@@ -100,7 +108,7 @@ fn main() -> ExitCode {
     }
 }
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn run(command: Command) -> Res<()> {
     match command {
@@ -149,20 +157,20 @@ fn parse_size(text: &str) -> Res<Vec<usize>> {
 }
 
 /// A progress display: a bar on a terminal, plain lines otherwise.
-struct Display {
+pub(crate) struct Display {
     bar: Option<ProgressBar>,
     last: usize,
 }
 
 impl Display {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             bar: None,
             last: usize::MAX,
         }
     }
 
-    fn update(&mut self, p: Progress<'_>) {
+    pub(crate) fn update(&mut self, p: Progress<'_>) {
         if std::io::stderr().is_terminal() {
             let bar = self.bar.get_or_insert_with(|| {
                 let b = ProgressBar::new(p.total as u64);
@@ -190,6 +198,9 @@ fn run_compress(args: CompressArgs) -> Res<()> {
         input_spatial: args.input_size.as_deref().map(parse_size).transpose()?,
         cost_constants: ttconv_cpu::CpuBackend::new().cost_constants(),
     };
+    if onnx::is_onnx(&args.input) {
+        return onnx::run_compress(&args, &policy, &options);
+    }
     let start = Instant::now();
     let ckpt = read_checkpoint(&args.input, &Limits::default())?;
     let mut display = Display::new();
@@ -214,7 +225,7 @@ fn shape_text(s: &[usize]) -> String {
 }
 
 /// Writes to stdout; a closed pipe (`ttconv inspect f | head`) ends the output quietly.
-fn emit(text: &str) -> Res<()> {
+pub(crate) fn emit(text: &str) -> Res<()> {
     use std::io::Write;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),

@@ -230,6 +230,14 @@ pub enum SkipReason {
         /// The pattern (empty for the policy's rule).
         pattern: String,
     },
+    /// A grouped (or depthwise) convolution: its kernel is `group` separate kernels, not one TT.
+    Grouped {
+        /// The number of groups.
+        group: usize,
+    },
+    /// The weight is not a constant of the model (computed by the graph, or a graph input that
+    /// a caller may override).
+    NotConstant,
     /// The TT form would not be smaller than the kernel.
     NotSmaller {
         /// TT parameters.
@@ -254,6 +262,8 @@ impl std::fmt::Display for SkipReason {
                 write!(f, "kept dense by the policy")
             }
             SkipReason::KeptDense { pattern } => write!(f, "kept dense by `{pattern}`"),
+            SkipReason::Grouped { group } => write!(f, "grouped convolution ({group} groups)"),
+            SkipReason::NotConstant => write!(f, "weight is not a constant of the model"),
             SkipReason::NotSmaller { tt_params, params } => {
                 write!(f, "TT not smaller ({tt_params} >= {params} params)")
             }

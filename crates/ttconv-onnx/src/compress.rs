@@ -1,0 +1,390 @@
+//! `compress(model, policy) -> (model, report)`: every eligible `Conv` of an ONNX model (in the
+//! main graph and in subgraphs) replaced by its TT chain of plain `Conv` nodes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ttconv_models::{
+    KernelInput, LayerReport, Outcome, Policy, Progress, Report, ReportOptions, SkipReason, Totals,
+    TtTensor, compress_kernels,
+};
+
+use crate::chain::{ChainNames, chain_nodes, chain_weights};
+use crate::conv::ConvAttrs;
+use crate::error::{Error, Result};
+use crate::graph::{
+    GraphPath, NameSet, all_names, for_each_graph, for_each_graph_mut, graph_at, graph_at_mut,
+    reads,
+};
+use crate::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
+use crate::tensor::{any_dtype, dims, to_f32};
+
+/// Where a constant tensor is defined.
+#[derive(Clone, Debug)]
+enum Source {
+    /// `initializer[index]` of the graph at the path.
+    Initializer(GraphPath, usize),
+    /// The `value` of the `Constant` node `node[index]` of the graph at the path.
+    Constant(GraphPath, usize),
+}
+
+impl Source {
+    fn owner(&self) -> &GraphPath {
+        match self {
+            Source::Initializer(p, _) | Source::Constant(p, _) => p,
+        }
+    }
+
+    fn tensor<'a>(&self, root: &'a GraphProto) -> &'a TensorProto {
+        match self {
+            Source::Initializer(p, i) => &graph_at(root, p).initializer[*i],
+            Source::Constant(p, n) => graph_at(root, p).node[*n]
+                .attribute
+                .iter()
+                .find(|a| a.name == "value")
+                .and_then(|a| a.t.as_ref())
+                .expect("a Constant source has a tensor value"),
+        }
+    }
+}
+
+/// One Conv node of the model.
+struct Site {
+    path: GraphPath,
+    node: usize,
+    name: String,
+    weight: String,
+    source: Option<Source>,
+}
+
+/// The constants a graph defines: its initializers (but not those that are also graph inputs:
+/// a caller may override them) and the outputs of its `Constant` nodes with a tensor `value`.
+fn constants(g: &GraphProto, path: &GraphPath) -> HashMap<String, Source> {
+    let inputs: std::collections::HashSet<&str> = g.input.iter().map(|v| v.name.as_str()).collect();
+    let mut map = HashMap::new();
+    for (i, t) in g.initializer.iter().enumerate() {
+        if !inputs.contains(t.name.as_str()) {
+            map.insert(t.name.clone(), Source::Initializer(path.clone(), i));
+        }
+    }
+    for (n, node) in g.node.iter().enumerate() {
+        let is_constant = node.op_type == "Constant" && is_onnx_domain(&node.domain);
+        if is_constant
+            && node.output.len() == 1
+            && node
+                .attribute
+                .iter()
+                .any(|a| a.name == "value" && a.t.is_some())
+        {
+            map.insert(node.output[0].clone(), Source::Constant(path.clone(), n));
+        }
+    }
+    map
+}
+
+fn is_onnx_domain(domain: &str) -> bool {
+    domain.is_empty() || domain == "ai.onnx"
+}
+
+/// Every Conv node, with its weight's source when the weight is a constant visible from it.
+fn sites(model: &ModelProto) -> Vec<Site> {
+    let mut scopes: Vec<(GraphPath, HashMap<String, Source>)> = Vec::new();
+    let mut out = Vec::new();
+    for_each_graph(model, &mut |path, g| {
+        // Scopes of graphs that are not ancestors of this one are left behind.
+        scopes.retain(|(p, _)| p.len() < path.len() && path.starts_with(p));
+        scopes.push((path.clone(), constants(g, path)));
+        for (n, node) in g.node.iter().enumerate() {
+            if node.op_type != "Conv" || !is_onnx_domain(&node.domain) || node.input.len() < 2 {
+                continue;
+            }
+            let weight = node.input[1].clone();
+            let source = scopes
+                .iter()
+                .rev()
+                .find_map(|(_, m)| m.get(&weight).cloned());
+            out.push(Site {
+                path: path.clone(),
+                node: n,
+                name: if node.name.is_empty() {
+                    node.output.first().cloned().unwrap_or_default()
+                } else {
+                    node.name.clone()
+                },
+                weight,
+                source,
+            });
+        }
+    });
+    out
+}
+
+/// Elements of every constant tensor of the model (initializers and `Constant` values).
+pub fn parameter_count(model: &ModelProto) -> usize {
+    let mut n = 0usize;
+    for_each_graph(model, &mut |_, g| {
+        let count = |t: &TensorProto| t.dims.iter().map(|&d| d.max(0) as usize).product::<usize>();
+        n += g.initializer.iter().map(count).sum::<usize>();
+        for node in g.node.iter().filter(|n| n.op_type == "Constant") {
+            n += node
+                .attribute
+                .iter()
+                .filter_map(|a| a.t.as_ref())
+                .map(count)
+                .sum::<usize>();
+        }
+    });
+    n
+}
+
+/// A group of Conv nodes reading one weight, decomposed once.
+struct Unit {
+    weight: String,
+    source: Source,
+    /// `(site index, attributes)` of its nodes.
+    sites: Vec<(usize, ConvAttrs)>,
+}
+
+/// Compresses every eligible Conv of `model` under `policy`.
+///
+/// A Conv is eligible when it is in the ONNX domain, has `group` 1, and its weight is a constant
+/// (an initializer that is not also a graph input, or a `Constant` node's value) of its graph or
+/// of an enclosing one; the policy's rules then apply as for a checkpoint (1x1 kernels, one
+/// input channel, patterns matched against the node name and the weight name, the size minimum,
+/// overrides, the global ratio, `require_smaller`). Nodes reading the same weight are
+/// decomposed once and their chains share the core initializers, which are placed in the graph
+/// that defined the weight. A weight no longer read is removed. Everything else is kept as it
+/// was: other nodes, names, graph inputs and outputs, value_info, opset imports, metadata.
+pub fn compress(
+    model: &ModelProto,
+    policy: &Policy,
+    options: &ReportOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<(ModelProto, Report)> {
+    policy.validate()?;
+    let root = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::invalid("model", "no graph"))?;
+    let sites = sites(model);
+    let mut rows: Vec<(usize, LayerReport)> = Vec::new();
+    // Units keyed by weight name (names are unique in a model), eligible and grouped apart.
+    let mut units: BTreeMap<(usize, String), Unit> = BTreeMap::new();
+    let mut grouped: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (s, site) in sites.iter().enumerate() {
+        let Some(source) = &site.source else {
+            rows.push((s, not_constant_row(site)));
+            continue;
+        };
+        let t = source.tensor(root);
+        let shape = dims(t)?;
+        let node = &graph_at(root, &site.path).node[site.node];
+        let attrs = ConvAttrs::parse(node, &shape)?;
+        if attrs.group != 1 {
+            grouped
+                .entry(site.weight.clone())
+                .or_insert((s, attrs.group));
+            continue;
+        }
+        let first = units
+            .iter()
+            .find(|(_, u)| u.weight == site.weight)
+            .map(|(k, _)| k.clone());
+        match first {
+            Some(key) => units.get_mut(&key).expect("found").sites.push((s, attrs)),
+            None => {
+                units.insert(
+                    (s, site.weight.clone()),
+                    Unit {
+                        weight: site.weight.clone(),
+                        source: source.clone(),
+                        sites: vec![(s, attrs)],
+                    },
+                );
+            }
+        }
+    }
+    // The kernels: one per eligible unit, then one per grouped weight (skipped).
+    let mut kernels: Vec<KernelInput> = Vec::new();
+    let mut kernel_sources: Vec<Source> = Vec::new();
+    let mut first_site: Vec<usize> = Vec::new();
+    for ((s, _), u) in &units {
+        let t = u.source.tensor(root);
+        kernels.push(KernelInput {
+            tensor: u.weight.clone(),
+            layer: sites[*s].name.clone(),
+            shape: dims(t)?,
+            dtype: kernel_dtype(t)?,
+            geometry: u.sites[0].1.geometry(),
+            skip: None,
+        });
+        kernel_sources.push(u.source.clone());
+        first_site.push(*s);
+    }
+    for (weight, &(s, group)) in &grouped {
+        let source = sites[s]
+            .source
+            .clone()
+            .expect("grouped sites have a source");
+        let t = source.tensor(root);
+        kernels.push(KernelInput {
+            tensor: weight.clone(),
+            layer: sites[s].name.clone(),
+            shape: dims(t)?,
+            dtype: kernel_dtype(t)?,
+            geometry: None,
+            skip: Some(SkipReason::Grouped { group }),
+        });
+        kernel_sources.push(source);
+        first_site.push(s);
+    }
+    // A weight that cannot be decoded stops the run with this crate's error, kept here while
+    // the policy's callback reports a placeholder.
+    let mut decode_error: Option<Error> = None;
+    let outcomes = compress_kernels(
+        &kernels,
+        &mut |i| {
+            to_f32(kernel_sources[i].tensor(root)).map_err(|e| {
+                let placeholder = ttconv_models::Error::Missing(e.to_string());
+                decode_error = Some(e);
+                placeholder
+            })
+        },
+        policy,
+        options,
+        progress,
+    );
+    if let Some(e) = decode_error {
+        return Err(e);
+    }
+    let outcomes = outcomes?;
+
+    // Rewrite: deepest graphs first and, within a graph, the last node first, so that the paths
+    // and node indices still to be used stay valid.
+    let mut out = model.clone();
+    let mut names = NameSet::new(all_names(model));
+    let mut replacements: Vec<(GraphPath, usize, Vec<NodeProto>)> = Vec::new();
+    let mut new_weights: Vec<(GraphPath, Vec<TensorProto>)> = Vec::new();
+    let mut compressed_weights: Vec<(Source, String)> = Vec::new();
+    let unit_list: Vec<&Unit> = units.values().collect();
+    for (k, outcome) in outcomes.into_iter().enumerate() {
+        let mut row = outcome.report;
+        if let (Some(tt), Some(u)) = (&outcome.tt, unit_list.get(k)) {
+            let weight_names: Vec<String> = (0..tt.cores().len())
+                .map(|i| names.fresh(&format!("{}.tt_core{i}", u.weight)))
+                .collect();
+            new_weights.push((
+                u.source.owner().clone(),
+                chain_weights(tt, kernels[k].dtype, &weight_names)?,
+            ));
+            for (s, attrs) in &u.sites {
+                let site = &sites[*s];
+                let node = &graph_at(root, &site.path).node[site.node];
+                let chain = chain_names(&mut names, site, node, tt);
+                replacements.push((
+                    site.path.clone(),
+                    site.node,
+                    chain_nodes(node, attrs, &weight_names, &chain),
+                ));
+            }
+            compressed_weights.push((u.source.clone(), u.weight.clone()));
+        }
+        if let Some(u) = unit_list.get(k)
+            && u.sites.len() > 1
+        {
+            row.name = format!("{} (+{} sharing its weight)", row.name, u.sites.len() - 1);
+        }
+        rows.push((first_site[k], row));
+    }
+    let graph = out.graph.as_mut().expect("checked above");
+    for (path, weights) in new_weights {
+        graph_at_mut(graph, &path).initializer.extend(weights);
+    }
+    replacements.sort_by_key(|(path, node, _)| std::cmp::Reverse((path.len(), *node)));
+    for (path, node, chain) in replacements {
+        graph_at_mut(graph, &path).node.splice(node..=node, chain);
+    }
+    remove_unread(&mut out, &compressed_weights);
+
+    rows.sort_by_key(|(s, _)| *s);
+    let layers: Vec<LayerReport> = rows.into_iter().map(|(_, r)| r).collect();
+    let totals = Totals::from_layers(&layers, parameter_count(model), parameter_count(&out));
+    Ok((
+        out,
+        Report {
+            policy: policy.describe(),
+            layers,
+            totals,
+        },
+    ))
+}
+
+/// The weight's dtype; an error for an element type a Conv cannot have and the report cannot
+/// name.
+fn kernel_dtype(t: &TensorProto) -> Result<ttconv_models::DType> {
+    any_dtype(t.data_type).ok_or_else(|| {
+        Error::invalid(
+            format!("tensor \"{}\"", t.name),
+            format!(
+                "element type {} for a Conv weight (a float type expected)",
+                t.data_type
+            ),
+        )
+    })
+}
+
+fn not_constant_row(site: &Site) -> LayerReport {
+    LayerReport {
+        name: site.name.clone(),
+        tensor: site.weight.clone(),
+        kernel_shape: Vec::new(),
+        params_before: 0,
+        params_after: 0,
+        outcome: Outcome::Skipped {
+            reason: SkipReason::NotConstant,
+        },
+    }
+}
+
+fn chain_names(
+    names: &mut NameSet,
+    site: &Site,
+    node: &NodeProto,
+    tt: &TtTensor<f32>,
+) -> ChainNames {
+    let n = tt.cores().len();
+    let output = node
+        .output
+        .first()
+        .cloned()
+        .unwrap_or_else(|| site.name.clone());
+    ChainNames {
+        nodes: (0..n)
+            .map(|i| names.fresh(&format!("{}/tt{i}", site.name)))
+            .collect(),
+        values: (0..n - 1)
+            .map(|i| names.fresh(&format!("{output}/tt{i}")))
+            .collect(),
+    }
+}
+
+/// Removes the compressed weights that nothing reads any more (with their graph-input and
+/// value_info entries), and `Constant` nodes whose value nothing reads.
+fn remove_unread(model: &mut ModelProto, weights: &[(Source, String)]) {
+    let read = reads(model);
+    let dead: std::collections::HashSet<&str> = weights
+        .iter()
+        .map(|(_, w)| w.as_str())
+        .filter(|w| !read.contains_key(*w))
+        .collect();
+    if dead.is_empty() {
+        return;
+    }
+    for_each_graph_mut(model, &mut |g| {
+        g.initializer.retain(|t| !dead.contains(t.name.as_str()));
+        g.input.retain(|v| !dead.contains(v.name.as_str()));
+        g.value_info.retain(|v| !dead.contains(v.name.as_str()));
+        g.node.retain(|n| {
+            !(n.op_type == "Constant" && n.output.len() == 1 && dead.contains(n.output[0].as_str()))
+        });
+    });
+}

@@ -1,0 +1,177 @@
+//! Running a model in ONNX Runtime, loaded from a library file at run time.
+//!
+//! The library (`libonnxruntime.so.1.31.*`, `onnxruntime.dll`, `libonnxruntime.*.dylib`) comes
+//! from a package registry: the `onnxruntime` PyPI wheel ships it under
+//! `onnxruntime/capi/`. Nothing is downloaded at build time; without the library this crate still
+//! builds and everything but running a model works.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use ndarray::{ArrayD, IxDyn};
+use ort::session::Session;
+use ort::value::{DynValue, Tensor, ValueType};
+
+use crate::error::{Error, Result};
+
+/// A tensor fed to or read from a model.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// `tensor(float)`.
+    F32(ArrayD<f32>),
+    /// `tensor(double)`.
+    F64(ArrayD<f64>),
+    /// `tensor(int64)`.
+    I64(ArrayD<i64>),
+    /// `tensor(int32)`.
+    I32(ArrayD<i32>),
+}
+
+impl Value {
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Value::F32(a) => a.shape(),
+            Value::F64(a) => a.shape(),
+            Value::I64(a) => a.shape(),
+            Value::I32(a) => a.shape(),
+        }
+    }
+
+    /// The values as f64 (for comparisons).
+    pub fn to_f64(&self) -> Vec<f64> {
+        match self {
+            Value::F32(a) => a.iter().map(|&v| f64::from(v)).collect(),
+            Value::F64(a) => a.iter().copied().collect(),
+            Value::I64(a) => a.iter().map(|&v| v as f64).collect(),
+            Value::I32(a) => a.iter().map(|&v| f64::from(v)).collect(),
+        }
+    }
+
+    fn to_ort(&self) -> Result<DynValue> {
+        Ok(match self {
+            Value::F32(a) => Tensor::from_array(a.clone())?.into_dyn(),
+            Value::F64(a) => Tensor::from_array(a.clone())?.into_dyn(),
+            Value::I64(a) => Tensor::from_array(a.clone())?.into_dyn(),
+            Value::I32(a) => Tensor::from_array(a.clone())?.into_dyn(),
+        })
+    }
+
+    fn from_ort(name: &str, v: &DynValue) -> Result<Self> {
+        let unsupported = || {
+            Error::Runtime(format!(
+                "output `{name}` is a {:?}; float, double, int64 and int32 tensors are read",
+                v.dtype()
+            ))
+        };
+        let ValueType::Tensor { ty, .. } = v.dtype() else {
+            return Err(unsupported());
+        };
+        use ort::value::TensorElementType as T;
+        fn owned<E: Clone>(shape: &[i64], data: &[E]) -> ArrayD<E> {
+            let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+            ArrayD::from_shape_vec(IxDyn(&shape), data.to_vec())
+                .expect("ONNX Runtime's shape matches its data")
+        }
+        Ok(match ty {
+            T::Float32 => {
+                let (s, d) = v.try_extract_tensor::<f32>()?;
+                Value::F32(owned(s, d))
+            }
+            T::Float64 => {
+                let (s, d) = v.try_extract_tensor::<f64>()?;
+                Value::F64(owned(s, d))
+            }
+            T::Int64 => {
+                let (s, d) = v.try_extract_tensor::<i64>()?;
+                Value::I64(owned(s, d))
+            }
+            T::Int32 => {
+                let (s, d) = v.try_extract_tensor::<i32>()?;
+                Value::I32(owned(s, d))
+            }
+            _ => return Err(unsupported()),
+        })
+    }
+}
+
+/// ONNX Runtime, loaded from its library.
+#[derive(Debug)]
+pub struct Runtime {
+    env: ort::environment::Environment,
+    threads: usize,
+}
+
+/// The library a process has loaded (ONNX Runtime's C API is loaded once per process).
+static LOADED: OnceLock<PathBuf> = OnceLock::new();
+
+impl Runtime {
+    /// Loads ONNX Runtime from `library` and creates an environment whose sessions use
+    /// `threads` intra-op threads (0: ONNX Runtime's default, one per core).
+    ///
+    /// A process loads one library: a second call with another path is an error.
+    pub fn load(library: &Path, threads: usize) -> Result<Self> {
+        if !library.is_file() {
+            return Err(Error::Runtime(format!(
+                "{}: no such library file (install the `onnxruntime` wheel and pass its onnxruntime/capi/libonnxruntime.so.*)",
+                library.display()
+            )));
+        }
+        let loaded = LOADED.get_or_init(|| library.to_path_buf());
+        if loaded != library {
+            return Err(Error::Runtime(format!(
+                "this process already loaded {}; it cannot load {} as well",
+                loaded.display(),
+                library.display()
+            )));
+        }
+        let builder = ort::init_from(library)
+            .map_err(|e| Error::Runtime(format!("{}: {e}", library.display())))?;
+        let env = builder.with_name("ttconv").build()?;
+        Ok(Self { env, threads })
+    }
+
+    /// Runs the model `bytes` on `inputs` (by graph input name); returns every graph output by
+    /// name, in the graph's order.
+    pub fn run(&self, bytes: &[u8], inputs: &[(String, Value)]) -> Result<Vec<(String, Value)>> {
+        Ok(self.run_timed(bytes, inputs, 1)?.0)
+    }
+
+    /// As [`Runtime::run`], then `repeats - 1` more runs; returns the outputs and the median
+    /// wall time of one run in seconds (the session is created once, before the clock starts).
+    pub fn run_timed(
+        &self,
+        bytes: &[u8],
+        inputs: &[(String, Value)],
+        repeats: usize,
+    ) -> Result<(Vec<(String, Value)>, f64)> {
+        let mut builder = Session::builder(&self.env)?;
+        if self.threads > 0 {
+            builder = builder.with_intra_threads(self.threads)?;
+        }
+        let mut session = builder.commit_from_memory(bytes)?;
+        let names: Vec<String> = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        let mut times = Vec::with_capacity(repeats.max(1));
+        let mut last = Vec::new();
+        for _ in 0..repeats.max(1) {
+            let feed: Vec<(String, DynValue)> = inputs
+                .iter()
+                .map(|(n, v)| Ok((n.clone(), v.to_ort()?)))
+                .collect::<Result<_>>()?;
+            let start = Instant::now();
+            let outputs = session.run(feed)?;
+            times.push(start.elapsed().as_secs_f64());
+            last = names
+                .iter()
+                .map(|n| Ok((n.clone(), Value::from_ort(n, &outputs[n.as_str()])?)))
+                .collect::<Result<Vec<_>>>()?;
+        }
+        times.sort_by(f64::total_cmp);
+        Ok((last, times[times.len() / 2]))
+    }
+}
