@@ -136,7 +136,10 @@ pub(crate) fn run_compress(
         Some(v)
     };
     if let (Some(v), Some(max)) = (&verification, o.max_output_error)
-        && let Some(worst) = v.outputs.iter().find(|x| x.rel_error > max || x.rel_error.is_nan())
+        && let Some(worst) = v
+            .outputs
+            .iter()
+            .find(|x| x.rel_error > max || x.rel_error.is_nan())
     {
         emit(&text)?;
         return Err(ttconv_onnx::Error::OutputError {

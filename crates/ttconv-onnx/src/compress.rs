@@ -9,6 +9,7 @@ use ttconv_models::{
 };
 
 use crate::chain::{ChainNames, chain_nodes, chain_weights};
+use crate::check::{check_model, duplicate_node_names};
 use crate::conv::ConvAttrs;
 use crate::error::{Error, Result};
 use crate::graph::{
@@ -161,6 +162,7 @@ pub fn compress(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(ModelProto, Report)> {
     policy.validate()?;
+    check_model(model)?;
     let root = model
         .graph
         .as_ref()
@@ -304,6 +306,16 @@ pub fn compress(
         graph_at_mut(graph, &path).node.splice(node..=node, chain);
     }
     remove_unread(&mut out, &compressed_weights);
+    // The rewrite keeps the rules the input met; a failure here is a bug of this crate.
+    check_model(&out).map_err(|e| Error::invalid("the rewritten model", e.to_string()))?;
+    let before = duplicate_node_names(model).len();
+    let after = duplicate_node_names(&out);
+    if after.len() > before {
+        return Err(Error::invalid(
+            "the rewritten model",
+            format!("duplicate node names {after:?}"),
+        ));
+    }
 
     rows.sort_by_key(|(s, _)| *s);
     let layers: Vec<LayerReport> = rows.into_iter().map(|(_, r)| r).collect();

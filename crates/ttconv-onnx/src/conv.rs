@@ -176,17 +176,7 @@ impl ConvAttrs {
                 if self.strides.iter().any(|&s| s != 1) {
                     return None;
                 }
-                (0..self.order())
-                    .map(|j| {
-                        let total = (self.kernel[j] - 1) * self.dilations[j];
-                        let (small, big) = (total / 2, total - total / 2);
-                        if self.auto_pad == AutoPad::SameUpper {
-                            [small, big]
-                        } else {
-                            [big, small]
-                        }
-                    })
-                    .collect()
+                (0..self.order()).map(|j| self.same_pads(j)).collect()
             }
         };
         Some(Geometry {
@@ -196,15 +186,28 @@ impl ConvAttrs {
         })
     }
 
+    /// `SAME_*` padding `[before, after]` of axis `j` at stride 1: `(k - 1) dil` in total, the
+    /// odd one at the end for `SAME_UPPER`, at the beginning for `SAME_LOWER`.
+    fn same_pads(&self, j: usize) -> [usize; 2] {
+        let total = (self.kernel[j] - 1) * self.dilations[j];
+        let (small, big) = (total / 2, total - total / 2);
+        if self.auto_pad == AutoPad::SameUpper {
+            [small, big]
+        } else {
+            [big, small]
+        }
+    }
+
     /// The attributes of a pointwise (1x..x1) convolution of the same order.
     pub fn pointwise_attributes(&self) -> Vec<AttributeProto> {
         vec![ints_attribute("kernel_shape", &vec![1; self.order()])]
     }
 
     /// The attributes of the chain's convolution along spatial axis `axis` only: kernel `k_j`,
-    /// stride `s_j`, dilation `dil_j` and that axis's padding (explicit, or the same `auto_pad`
-    /// mode, which pads the other axes by zero since their kernel and stride are 1); 1 and 0
-    /// on every other axis.
+    /// stride `s_j`, dilation `dil_j` and that axis's padding; 1 and 0 on every other axis. The
+    /// padding is explicit except for `SAME_*` with a stride above 1 on that axis, where it
+    /// depends on the input size: the same `auto_pad` mode then, which pads the other axes by
+    /// zero since their kernel and stride are 1.
     pub fn axis_attributes(&self, axis: usize) -> Vec<AttributeProto> {
         let d = self.order();
         let only = |v: usize, rest: usize| -> Vec<usize> {
@@ -215,13 +218,22 @@ impl ConvAttrs {
             ints_attribute("strides", &only(self.strides[axis], 1)),
             ints_attribute("dilations", &only(self.dilations[axis], 1)),
         ];
-        match self.auto_pad {
-            AutoPad::NotSet => {
-                let mut pads = only(self.pads[axis][0], 0);
-                pads.extend(only(self.pads[axis][1], 0));
+        // SAME at stride 1 does not depend on the input size: explicit pads then, which every
+        // runtime takes (ONNX Runtime refuses SAME with a dilation).
+        let explicit = match self.auto_pad {
+            AutoPad::NotSet => Some(self.pads[axis]),
+            AutoPad::SameUpper | AutoPad::SameLower if self.strides[axis] == 1 => {
+                Some(self.same_pads(axis))
+            }
+            _ => None,
+        };
+        match (explicit, self.auto_pad) {
+            (Some([before, after]), _) => {
+                let mut pads = only(before, 0);
+                pads.extend(only(after, 0));
                 attrs.push(ints_attribute("pads", &pads));
             }
-            mode => attrs.push(AttributeProto {
+            (None, mode) => attrs.push(AttributeProto {
                 name: "auto_pad".into(),
                 r#type: attribute_type::STRING,
                 s: mode.name().as_bytes().to_vec(),

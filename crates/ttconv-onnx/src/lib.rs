@@ -12,6 +12,7 @@
 //! Bad files give an [`Error`], never a panic.
 
 pub mod chain;
+mod check;
 mod compress;
 pub mod conv;
 mod error;
@@ -22,6 +23,7 @@ mod runtime;
 pub mod tensor;
 mod verify;
 
+pub use check::{check_model, duplicate_node_names};
 pub use compress::{compress, parameter_count};
 pub use error::{Error, Result};
 pub use model::{MAX_MODEL_BYTES, model_to_bytes, parse_model, read_model, write_model};

@@ -6,7 +6,7 @@
 //! builds and everything but running a model works.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use ndarray::{ArrayD, IxDyn};
@@ -104,7 +104,7 @@ pub struct Runtime {
 }
 
 /// The library a process has loaded (ONNX Runtime's C API is loaded once per process).
-static LOADED: OnceLock<PathBuf> = OnceLock::new();
+static LOADED: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 impl Runtime {
     /// Loads ONNX Runtime from `library` and creates an environment whose sessions use
@@ -118,16 +118,24 @@ impl Runtime {
                 library.display()
             )));
         }
-        let loaded = LOADED.get_or_init(|| library.to_path_buf());
-        if loaded != library {
-            return Err(Error::Runtime(format!(
-                "this process already loaded {}; it cannot load {} as well",
-                loaded.display(),
-                library.display()
-            )));
-        }
-        let builder = ort::init_from(library)
-            .map_err(|e| Error::Runtime(format!("{}: {e}", library.display())))?;
+        // The lock is held while loading, so two threads cannot both load.
+        let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+        let builder = match loaded.as_deref() {
+            Some(path) if path == library => ort::init(),
+            Some(path) => {
+                return Err(Error::Runtime(format!(
+                    "this process already loaded {}; it cannot load {} as well",
+                    path.display(),
+                    library.display()
+                )));
+            }
+            None => {
+                let builder = ort::init_from(library)
+                    .map_err(|e| Error::Runtime(format!("{}: {e}", library.display())))?;
+                *loaded = Some(library.to_path_buf());
+                builder
+            }
+        };
         let env = builder.with_name("ttconv").build()?;
         Ok(Self { env, threads })
     }
