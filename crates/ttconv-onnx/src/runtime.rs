@@ -103,14 +103,15 @@ pub struct Runtime {
     threads: usize,
 }
 
-/// The library a process has loaded (ONNX Runtime's C API is loaded once per process).
-static LOADED: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// The library a process has loaded and its one environment (ONNX Runtime's C API is loaded
+/// once per process, and `ort` allows one environment).
+static LOADED: Mutex<Option<(PathBuf, ort::environment::Environment)>> = Mutex::new(None);
 
 impl Runtime {
-    /// Loads ONNX Runtime from `library` and creates an environment whose sessions use
-    /// `threads` intra-op threads (0: ONNX Runtime's default, one per core).
+    /// Loads ONNX Runtime from `library` (once per process) and returns a handle whose sessions
+    /// use `threads` intra-op threads (0: ONNX Runtime's default, one per core).
     ///
-    /// A process loads one library: a second call with another path is an error.
+    /// A process loads one library: a later call with another path is an error.
     pub fn load(library: &Path, threads: usize) -> Result<Self> {
         if !library.is_file() {
             return Err(Error::Runtime(format!(
@@ -120,24 +121,25 @@ impl Runtime {
         }
         // The lock is held while loading, so two threads cannot both load.
         let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
-        let builder = match loaded.as_deref() {
-            Some(path) if path == library => ort::init(),
-            Some(path) => {
-                return Err(Error::Runtime(format!(
-                    "this process already loaded {}; it cannot load {} as well",
-                    path.display(),
-                    library.display()
-                )));
-            }
+        match loaded.as_ref() {
+            Some((path, env)) if path == library => Ok(Self {
+                env: env.clone(),
+                threads,
+            }),
+            Some((path, _)) => Err(Error::Runtime(format!(
+                "this process already loaded {}; it cannot load {} as well",
+                path.display(),
+                library.display()
+            ))),
             None => {
-                let builder = ort::init_from(library)
-                    .map_err(|e| Error::Runtime(format!("{}: {e}", library.display())))?;
-                *loaded = Some(library.to_path_buf());
-                builder
+                let env = ort::init_from(library)
+                    .map_err(|e| Error::Runtime(format!("{}: {e}", library.display())))?
+                    .with_name("ttconv")
+                    .build()?;
+                *loaded = Some((library.to_path_buf(), env.clone()));
+                Ok(Self { env, threads })
             }
-        };
-        let env = builder.with_name("ttconv").build()?;
-        Ok(Self { env, threads })
+        }
     }
 
     /// Runs the model `bytes` on `inputs` (by graph input name); returns every graph output by

@@ -1,0 +1,359 @@
+//! The rewrite on whole graphs: shared weights, `Constant` weights, subgraphs, what is skipped
+//! and why, and everything else kept as it was.
+
+mod common;
+
+use common::{
+    ConvCase, initializer, model, random, rel_error, runtime, untyped_output, value_info,
+};
+use ttconv_models::{Outcome, Policy, RankRule, ReportOptions, SkipReason, Target};
+use ttconv_onnx::conv::{AutoPad, ints_attribute};
+use ttconv_onnx::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto,
+    attribute_type, data_type,
+};
+use ttconv_onnx::{Value, compress, model_to_bytes, parameter_count, parse_model};
+
+fn full_rank() -> Policy {
+    Policy {
+        target: Target::PerLayer(RankRule::Tolerance(0.0)),
+        require_smaller: false,
+        ..Policy::default()
+    }
+}
+
+fn conv(name: &str, x: &str, w: &str, y: &str, strides: &[usize]) -> NodeProto {
+    NodeProto {
+        input: vec![x.into(), w.into()],
+        output: vec![y.into()],
+        name: name.into(),
+        op_type: "Conv".into(),
+        attribute: vec![
+            ints_attribute("strides", strides),
+            ints_attribute("pads", &[1, 1, 1, 1]),
+        ],
+        ..NodeProto::default()
+    }
+}
+
+fn relu(x: &str, y: &str) -> NodeProto {
+    NodeProto {
+        input: vec![x.into()],
+        output: vec![y.into()],
+        name: format!("relu_{y}"),
+        op_type: "Relu".into(),
+        doc_string: "kept as it was".into(),
+        ..NodeProto::default()
+    }
+}
+
+/// One 4x4x3x3 weight read by three Convs of different strides.
+fn shared_weight_model() -> ModelProto {
+    let w = random(&[4, 4, 3, 3], 7);
+    let mut m = model(GraphProto {
+        node: vec![
+            conv("a", "x", "w", "ya", &[1, 1]),
+            relu("ya", "ra"),
+            conv("b", "ra", "w", "yb", &[2, 2]),
+            conv("c", "ra", "w", "yc", &[1, 2]),
+        ],
+        name: "shared".into(),
+        initializer: vec![initializer("w", &w)],
+        input: vec![value_info("x", &[1, 4, 9, 9])],
+        output: vec![untyped_output("yb"), untyped_output("yc")],
+        value_info: vec![value_info("ra", &[1, 4, 9, 9])],
+        doc_string: "a graph doc".into(),
+        metadata_props: vec![StringStringEntryProto {
+            key: "graph_key".into(),
+            value: "graph_value".into(),
+        }],
+        ..GraphProto::default()
+    });
+    m.doc_string = "a model doc".into();
+    m.model_version = 3;
+    m.metadata_props = vec![StringStringEntryProto {
+        key: "author".into(),
+        value: "tests".into(),
+    }];
+    m
+}
+
+#[test]
+fn a_shared_weight_is_decomposed_once_and_its_cores_are_shared() {
+    let original = shared_weight_model();
+    let (out, report) = compress(
+        &original,
+        &full_rank(),
+        &ReportOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    // One row, one decomposition, for the three nodes.
+    assert_eq!(report.totals.compressed, 1, "{}", report.to_table());
+    assert_eq!(report.layers.len(), 1);
+    assert!(
+        report.layers[0].name.contains("+2 sharing"),
+        "{}",
+        report.layers[0].name
+    );
+    let g = out.graph.as_ref().unwrap();
+    // The weight is gone, four cores replace it, and each of the three chains reads them.
+    let names: Vec<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(!names.contains(&"w"));
+    for core in &names {
+        let readers = g
+            .node
+            .iter()
+            .filter(|n| n.input.iter().any(|i| i == core))
+            .count();
+        assert_eq!(readers, 3, "core {core} is read by {readers} nodes");
+    }
+    // Parameters: the four cores once, not three times.
+    let tt_params: usize = report.layers[0].params_after;
+    assert_eq!(parameter_count(&out), tt_params);
+    // 3 chains of 4 Convs, and the Relu.
+    assert_eq!(g.node.len(), 3 * 4 + 1);
+    // Everything else as it was.
+    assert_eq!(out.doc_string, original.doc_string);
+    assert_eq!(out.model_version, 3);
+    assert_eq!(out.metadata_props, original.metadata_props);
+    assert_eq!(out.opset_import, original.opset_import);
+    let og = original.graph.as_ref().unwrap();
+    assert_eq!(g.input, og.input);
+    assert_eq!(g.output, og.output);
+    assert_eq!(g.value_info, og.value_info);
+    assert_eq!(g.doc_string, og.doc_string);
+    assert_eq!(g.metadata_props, og.metadata_props);
+    assert_eq!(g.node.iter().find(|n| n.op_type == "Relu"), og.node.get(1));
+    // The file round-trips through the reader.
+    assert_eq!(parse_model(&model_to_bytes(&out)).unwrap(), out);
+
+    let Some(rt) = runtime("a_shared_weight_is_decomposed_once_and_its_cores_are_shared") else {
+        return;
+    };
+    let feed = vec![("x".to_string(), Value::F32(random(&[1, 4, 9, 9], 8)))];
+    let want = rt.run(&model_to_bytes(&original), &feed).unwrap();
+    let got = rt.run(&model_to_bytes(&out), &feed).unwrap();
+    for name in ["yb", "yc"] {
+        let e = rel_error(&common::output(&want, name), &common::output(&got, name));
+        assert!(e < 1e-5, "{name}: {e:.3e}");
+    }
+}
+
+#[test]
+fn a_weight_in_a_constant_node_is_compressed_and_the_constant_removed() {
+    let c = ConvCase {
+        batch: 1,
+        cin: 3,
+        cout: 5,
+        kernel: vec![3, 2],
+        input: vec![6, 7],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![[1, 0], [0, 1]],
+        auto_pad: AutoPad::NotSet,
+        bias: true,
+        seed: 3,
+    };
+    let mut m = c.model();
+    let g = m.graph.as_mut().unwrap();
+    let w = g.initializer.remove(0);
+    assert_eq!(w.name, "w");
+    g.node.insert(
+        0,
+        NodeProto {
+            output: vec!["w".into()],
+            name: "weight_constant".into(),
+            op_type: "Constant".into(),
+            attribute: vec![AttributeProto {
+                name: "value".into(),
+                r#type: attribute_type::TENSOR,
+                t: Some(w),
+                ..AttributeProto::default()
+            }],
+            ..NodeProto::default()
+        },
+    );
+    let (out, report) = compress(&m, &full_rank(), &ReportOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!(report.totals.compressed, 1);
+    let g = out.graph.as_ref().unwrap();
+    assert!(
+        g.node.iter().all(|n| n.op_type == "Conv"),
+        "the Constant is gone"
+    );
+    // Cores land in the graph's initializers; the bias stays.
+    assert_eq!(g.initializer.len(), 4 + 1);
+    let x = c.x();
+    let e = rel_error(
+        &common::eval_convs(&c.model(), &x),
+        &common::eval_convs(&out, &x),
+    );
+    assert!(e < 1e-5, "{e:.3e}");
+}
+
+#[test]
+fn grouped_convs_and_overridable_weights_are_kept_with_their_reason() {
+    let mut c = ConvCase {
+        batch: 1,
+        cin: 2,
+        cout: 4,
+        kernel: vec![3, 3],
+        input: vec![5, 5],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![[1, 1], [1, 1]],
+        auto_pad: AutoPad::NotSet,
+        bias: false,
+        seed: 1,
+    };
+    // group 2: W (4, 1, 3, 3) for 2 input channels.
+    c.cin = 1;
+    let mut grouped = c.model();
+    c.cin = 2;
+    let g = grouped.graph.as_mut().unwrap();
+    g.node[0].attribute.push(AttributeProto {
+        name: "group".into(),
+        r#type: attribute_type::INT,
+        i: 2,
+        ..AttributeProto::default()
+    });
+    g.input[0] = value_info("x", &[1, 2, 5, 5]);
+    let (out, report) = compress(
+        &grouped,
+        &full_rank(),
+        &ReportOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(out, grouped, "nothing rewritten");
+    assert!(matches!(
+        &report.layers[0].outcome,
+        Outcome::Skipped {
+            reason: SkipReason::Grouped { group: 2 }
+        }
+    ));
+
+    // A weight that is also a graph input can be replaced by the caller: not a constant.
+    let mut overridable = c.model();
+    let g = overridable.graph.as_mut().unwrap();
+    g.input.push(value_info("w", &[4, 2, 3, 3]));
+    let (out, report) = compress(
+        &overridable,
+        &full_rank(),
+        &ReportOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(out, overridable);
+    assert!(matches!(
+        &report.layers[0].outcome,
+        Outcome::Skipped {
+            reason: SkipReason::NotConstant
+        }
+    ));
+}
+
+/// `If` with a Conv in each branch, both reading a weight of the main graph.
+fn if_model() -> ModelProto {
+    let w = random(&[3, 3, 3, 3], 11);
+    let branch = |name: &str, stride: usize| GraphProto {
+        node: vec![conv(
+            &format!("{name}_conv"),
+            "x",
+            "w",
+            &format!("{name}_y"),
+            &[stride, stride],
+        )],
+        name: name.into(),
+        output: vec![untyped_output(&format!("{name}_y"))],
+        ..GraphProto::default()
+    };
+    let graph_attr = |name: &str, g: GraphProto| AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::GRAPH,
+        g: Some(Box::new(g)),
+        ..AttributeProto::default()
+    };
+    let mut cond = value_info("cond", &[]);
+    if let Some(ttconv_onnx::proto::type_proto::Value::TensorType(t)) =
+        cond.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = data_type::BOOL;
+    }
+    model(GraphProto {
+        node: vec![NodeProto {
+            input: vec!["cond".into()],
+            output: vec!["y".into()],
+            name: "if".into(),
+            op_type: "If".into(),
+            attribute: vec![
+                graph_attr("then_branch", branch("then", 1)),
+                graph_attr("else_branch", branch("else", 2)),
+            ],
+            ..NodeProto::default()
+        }],
+        name: "with_if".into(),
+        initializer: vec![initializer("w", &w)],
+        input: vec![value_info("x", &[1, 3, 8, 8]), cond],
+        output: vec![untyped_output("y")],
+        ..GraphProto::default()
+    })
+}
+
+#[test]
+fn convs_inside_if_branches_are_compressed_with_the_cores_in_the_enclosing_graph() {
+    let original = if_model();
+    let (out, report) = compress(
+        &original,
+        &full_rank(),
+        &ReportOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(report.totals.compressed, 1, "{}", report.to_table());
+    let g = out.graph.as_ref().unwrap();
+    assert_eq!(g.initializer.len(), 4, "the cores, in the main graph");
+    for attr in &g.node[0].attribute {
+        let branch = attr.g.as_ref().unwrap();
+        assert_eq!(branch.node.len(), 4, "{} holds a chain", attr.name);
+        assert!(branch.initializer.is_empty());
+    }
+    let Some(rt) = runtime("convs_inside_if_branches_are_compressed") else {
+        return;
+    };
+    for cond in [true, false] {
+        // The runner feeds numeric tensors only: the condition becomes a Constant of each copy.
+        let fixed = |m: &ModelProto| {
+            let mut m = m.clone();
+            let g = m.graph.as_mut().unwrap();
+            g.input.retain(|v| v.name != "cond");
+            g.node.insert(
+                0,
+                NodeProto {
+                    output: vec!["cond".into()],
+                    name: "cond_constant".into(),
+                    op_type: "Constant".into(),
+                    attribute: vec![AttributeProto {
+                        name: "value".into(),
+                        r#type: attribute_type::TENSOR,
+                        t: Some(TensorProto {
+                            data_type: data_type::BOOL,
+                            raw_data: vec![u8::from(cond)],
+                            name: "cond".into(),
+                            ..TensorProto::default()
+                        }),
+                        ..AttributeProto::default()
+                    }],
+                    ..NodeProto::default()
+                },
+            );
+            model_to_bytes(&m)
+        };
+        let feed = vec![("x".to_string(), Value::F32(random(&[1, 3, 8, 8], 12)))];
+        let want = common::output(&rt.run(&fixed(&original), &feed).unwrap(), "y");
+        let got = common::output(&rt.run(&fixed(&out), &feed).unwrap(), "y");
+        let e = rel_error(&want, &got);
+        assert!(e < 1e-5, "cond {cond}: {e:.3e}");
+    }
+}
