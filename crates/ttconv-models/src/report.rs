@@ -146,6 +146,20 @@ fn shape_text(s: &[usize]) -> String {
         .join("x")
 }
 
+/// Names longer than 60 characters (exporters join op paths with `;`) shortened in the middle
+/// for the table; the JSON keeps them whole.
+fn short_name(name: &str) -> String {
+    const HEAD: usize = 24;
+    const TAIL: usize = 35;
+    let n = name.chars().count();
+    if n <= HEAD + TAIL + 1 {
+        return name.to_string();
+    }
+    let head: String = name.chars().take(HEAD).collect();
+    let tail: String = name.chars().skip(n - TAIL).collect();
+    format!("{head}…{tail}")
+}
+
 fn mega(n: u64) -> String {
     format!("{:.2}M", n as f64 / 1e6)
 }
@@ -174,7 +188,7 @@ impl Report {
             h.into_iter().map(String::from).collect()
         }];
         for l in &self.layers {
-            let mut row = vec![l.name.clone(), shape_text(&l.kernel_shape)];
+            let mut row = vec![short_name(&l.name), shape_text(&l.kernel_shape)];
             match &l.outcome {
                 Outcome::Compressed {
                     ranks,
