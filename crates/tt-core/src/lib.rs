@@ -12,6 +12,7 @@
 
 mod array;
 mod error;
+mod fit;
 mod linalg;
 mod merge;
 mod orthogonalize;
@@ -24,6 +25,7 @@ mod truncation;
 mod tt_svd;
 
 pub use error::{Error, Result};
+pub use fit::{FitOptions, FitReport, Quadratic, fit_tt};
 pub use linalg::SvdMethod;
 pub use merge::merge_cores;
 pub use rank::{RankOptions, RankSpec, Rounding, cap_ranks};
