@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use ndarray::Array1;
+
 use ttconv_models::{
     KernelInput, LayerReport, Outcome, Policy, Progress, Report, ReportOptions, SkipReason, Totals,
     TtTensor, compress_kernels,
@@ -138,29 +140,86 @@ pub fn parameter_count(model: &ModelProto) -> usize {
 }
 
 /// A group of Conv nodes reading one weight, decomposed once.
-struct Unit {
-    weight: String,
+#[derive(Clone, Debug)]
+pub(crate) struct Unit {
+    /// The weight's name.
+    pub weight: String,
     source: Source,
     /// `(site index, attributes)` of its nodes.
-    sites: Vec<(usize, ConvAttrs)>,
+    pub sites: Vec<(usize, ConvAttrs)>,
+    /// The weight's dtype.
+    pub dtype: ttconv_models::DType,
+    /// Its TT cores when the policy compresses it.
+    pub tt: Option<TtTensor<f32>>,
+    /// A bias per site replacing the node's own (from calibration), `None` to keep it.
+    pub biases: Vec<Option<Array1<f32>>>,
 }
 
-/// Compresses every eligible Conv of `model` under `policy`.
-///
-/// A Conv is eligible when it is in the ONNX domain, has `group` 1, and its weight is a constant
-/// (an initializer that is not also a graph input, or a `Constant` node's value) of its graph or
-/// of an enclosing one; the policy's rules then apply as for a checkpoint (1x1 kernels, one
-/// input channel, patterns matched against the node name and the weight name, the size minimum,
-/// overrides, the global ratio, `require_smaller`). Nodes reading the same weight are
-/// decomposed once and their chains share the core initializers, which are placed in the graph
-/// that defined the weight. A weight no longer read is removed. Everything else is kept as it
-/// was: other nodes, names, graph inputs and outputs, value_info, opset imports, metadata.
-pub fn compress(
+/// What [`compress`] decided, before the model is rewritten.
+pub(crate) struct Plan {
+    sites: Vec<Site>,
+    /// The eligible weights, in the order of their first Conv.
+    pub units: Vec<Unit>,
+    /// A report row per weight (eligible, grouped or not constant), with the index of its
+    /// first site for the order.
+    rows: Vec<(usize, LayerReport)>,
+    policy: String,
+}
+
+impl Plan {
+    /// The graph path and node index of site `s`.
+    pub fn site(&self, s: usize) -> (&GraphPath, usize) {
+        (&self.sites[s].path, self.sites[s].node)
+    }
+
+    /// The source tensor of unit `u`'s weight.
+    pub fn weight<'a>(&self, model: &'a ModelProto, u: usize) -> &'a TensorProto {
+        self.units[u]
+            .source
+            .tensor(model.graph.as_ref().expect("a planned model has a graph"))
+    }
+
+    /// The rule that chose unit `u`'s ranks (`rank 0.5`, `ratio 2 (allocated)`), when it is
+    /// compressed.
+    pub fn rule(&self, u: usize) -> Option<String> {
+        let weight = &self.units[u].weight;
+        self.rows.iter().find_map(|(_, r)| match &r.outcome {
+            Outcome::Compressed { rule, .. } if &r.tensor == weight => Some(rule.clone()),
+            _ => None,
+        })
+    }
+
+    /// Replaces unit `u`'s TT (after calibration), updating its report row's ranks, ratio and
+    /// kernel error.
+    pub fn set_tt(&mut self, u: usize, tt: TtTensor<f32>, kernel_error: f64, rule: &str) {
+        let weight = self.units[u].weight.clone();
+        if let Some((_, row)) = self.rows.iter_mut().find(|(_, r)| r.tensor == weight) {
+            row.params_after = tt.num_params();
+            if let Outcome::Compressed {
+                ranks,
+                ratio,
+                rel_error,
+                rule: r,
+                ..
+            } = &mut row.outcome
+            {
+                *ranks = tt.ranks();
+                *ratio = row.params_before as f64 / tt.num_params() as f64;
+                *rel_error = kernel_error;
+                *r = rule.to_string();
+            }
+        }
+        self.units[u].tt = Some(tt);
+    }
+}
+
+/// Chooses what becomes of every Conv of `model` under `policy` (see [`compress`]).
+pub(crate) fn plan(
     model: &ModelProto,
     policy: &Policy,
     options: &ReportOptions,
     progress: &mut dyn FnMut(Progress<'_>),
-) -> Result<(ModelProto, Report)> {
+) -> Result<Plan> {
     policy.validate()?;
     check_model(model)?;
     let root = model
@@ -169,8 +228,8 @@ pub fn compress(
         .ok_or_else(|| Error::invalid("model", "no graph"))?;
     let sites = sites(model);
     let mut rows: Vec<(usize, LayerReport)> = Vec::new();
-    // Units keyed by weight name (names are unique in a model), eligible and grouped apart.
-    let mut units: BTreeMap<(usize, String), Unit> = BTreeMap::new();
+    let mut units: Vec<Unit> = Vec::new();
+    let mut first_site: Vec<usize> = Vec::new();
     let mut grouped: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for (s, site) in sites.iter().enumerate() {
         let Some(source) = &site.source else {
@@ -187,46 +246,37 @@ pub fn compress(
                 .or_insert((s, attrs.group));
             continue;
         }
-        let first = units
-            .iter()
-            .find(|(_, u)| u.weight == site.weight)
-            .map(|(k, _)| k.clone());
-        match first {
-            Some(key) => units.get_mut(&key).expect("found").sites.push((s, attrs)),
+        match units.iter_mut().find(|u| u.weight == site.weight) {
+            Some(u) => u.sites.push((s, attrs)),
             None => {
-                units.insert(
-                    (s, site.weight.clone()),
-                    Unit {
-                        weight: site.weight.clone(),
-                        source: source.clone(),
-                        sites: vec![(s, attrs)],
-                    },
-                );
+                units.push(Unit {
+                    weight: site.weight.clone(),
+                    source: source.clone(),
+                    sites: vec![(s, attrs)],
+                    dtype: kernel_dtype(t)?,
+                    tt: None,
+                    biases: Vec::new(),
+                });
+                first_site.push(s);
             }
         }
     }
     // The kernels: one per eligible unit, then one per grouped weight (skipped).
     let mut kernels: Vec<KernelInput> = Vec::new();
     let mut kernel_sources: Vec<Source> = Vec::new();
-    let mut first_site: Vec<usize> = Vec::new();
-    for ((s, _), u) in &units {
-        let t = u.source.tensor(root);
+    for (u, &s) in units.iter().zip(&first_site) {
         kernels.push(KernelInput {
             tensor: u.weight.clone(),
-            layer: sites[*s].name.clone(),
-            shape: dims(t)?,
-            dtype: kernel_dtype(t)?,
+            layer: sites[s].name.clone(),
+            shape: dims(u.source.tensor(root))?,
+            dtype: u.dtype,
             geometry: u.sites[0].1.geometry(),
             skip: None,
         });
         kernel_sources.push(u.source.clone());
-        first_site.push(*s);
     }
     for (weight, &(s, group)) in &grouped {
-        let source = sites[s]
-            .source
-            .clone()
-            .expect("grouped sites have a source");
+        let source = sites[s].source.clone().expect("grouped sites have a source");
         let t = source.tensor(root);
         kernels.push(KernelInput {
             tensor: weight.clone(),
@@ -258,48 +308,71 @@ pub fn compress(
     if let Some(e) = decode_error {
         return Err(e);
     }
-    let outcomes = outcomes?;
-
-    // Rewrite: deepest graphs first and, within a graph, the last node first, so that the paths
-    // and node indices still to be used stay valid.
-    let mut out = model.clone();
-    let mut names = NameSet::new(all_names(model));
-    let mut replacements: Vec<(GraphPath, usize, Vec<NodeProto>)> = Vec::new();
-    let mut new_weights: Vec<(GraphPath, Vec<TensorProto>)> = Vec::new();
-    let mut compressed_weights: Vec<(Source, String)> = Vec::new();
-    let unit_list: Vec<&Unit> = units.values().collect();
-    for (k, outcome) in outcomes.into_iter().enumerate() {
+    for (k, outcome) in outcomes?.into_iter().enumerate() {
         let mut row = outcome.report;
-        if let (Some(tt), Some(u)) = (&outcome.tt, unit_list.get(k)) {
-            let weight_names: Vec<String> = (0..tt.cores().len())
-                .map(|i| names.fresh(&format!("{}.tt_core{i}", u.weight)))
-                .collect();
-            new_weights.push((
-                u.source.owner().clone(),
-                chain_weights(tt, kernels[k].dtype, &weight_names)?,
-            ));
-            for (s, attrs) in &u.sites {
-                let site = &sites[*s];
-                let node = &graph_at(root, &site.path).node[site.node];
-                let chain = chain_names(&mut names, site, node, tt);
-                replacements.push((
-                    site.path.clone(),
-                    site.node,
-                    chain_nodes(node, attrs, &weight_names, &chain),
-                ));
+        if let Some(u) = units.get_mut(k) {
+            if u.sites.len() > 1 {
+                row.name = format!("{} (+{} sharing its weight)", row.name, u.sites.len() - 1);
             }
-            compressed_weights.push((u.source.clone(), u.weight.clone()));
-        }
-        if let Some(u) = unit_list.get(k)
-            && u.sites.len() > 1
-        {
-            row.name = format!("{} (+{} sharing its weight)", row.name, u.sites.len() - 1);
+            u.biases = vec![None; u.sites.len()];
+            u.tt = outcome.tt;
         }
         rows.push((first_site[k], row));
     }
+    Ok(Plan {
+        sites,
+        units,
+        rows,
+        policy: policy.describe(),
+    })
+}
+
+/// Rewrites `model` by `plan`: the units whose `active` entry is true and that have a TT become
+/// chains (deepest graphs first and, within a graph, the last node first, so that the paths and
+/// node indices still to be used stay valid).
+pub(crate) fn apply(model: &ModelProto, plan: &Plan, active: &[bool]) -> Result<ModelProto> {
+    let root = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::invalid("model", "no graph"))?;
+    let mut out = model.clone();
+    let mut names = NameSet::new(all_names(model));
+    let mut replacements: Vec<(GraphPath, usize, Vec<NodeProto>)> = Vec::new();
+    let mut new_tensors: Vec<(GraphPath, Vec<TensorProto>)> = Vec::new();
+    let mut compressed_weights: Vec<String> = Vec::new();
+    for (u, unit) in plan.units.iter().enumerate() {
+        let Some(tt) = unit.tt.as_ref().filter(|_| active.get(u) == Some(&true)) else {
+            continue;
+        };
+        let weight_names: Vec<String> = (0..tt.cores().len())
+            .map(|i| names.fresh(&format!("{}.tt_core{i}", unit.weight)))
+            .collect();
+        new_tensors.push((
+            unit.source.owner().clone(),
+            chain_weights(tt, unit.dtype, &weight_names)?,
+        ));
+        for (i, (s, attrs)) in unit.sites.iter().enumerate() {
+            let site = &plan.sites[*s];
+            let mut node = graph_at(root, &site.path).node[site.node].clone();
+            if let Some(Some(b)) = unit.biases.get(i) {
+                let name = names.fresh(&format!("{}.tt_bias", site.name));
+                let t = crate::tensor::from_f32(&name, &b.clone().into_dyn(), unit.dtype)?;
+                new_tensors.push((site.path.clone(), vec![t]));
+                node.input.resize(2, String::new());
+                node.input.push(name);
+            }
+            let chain = chain_names(&mut names, site, &node, tt);
+            replacements.push((
+                site.path.clone(),
+                site.node,
+                chain_nodes(&node, attrs, &weight_names, &chain),
+            ));
+        }
+        compressed_weights.push(unit.weight.clone());
+    }
     let graph = out.graph.as_mut().expect("checked above");
-    for (path, weights) in new_weights {
-        graph_at_mut(graph, &path).initializer.extend(weights);
+    for (path, tensors) in new_tensors {
+        graph_at_mut(graph, &path).initializer.extend(tensors);
     }
     replacements.sort_by_key(|(path, node, _)| std::cmp::Reverse((path.len(), *node)));
     for (path, node, chain) in replacements {
@@ -316,18 +389,42 @@ pub fn compress(
             format!("duplicate node names {after:?}"),
         ));
     }
+    Ok(out)
+}
 
+/// The report of `plan` applied to `model` giving `out`.
+pub(crate) fn report(plan: &Plan, model: &ModelProto, out: &ModelProto) -> Report {
+    let mut rows = plan.rows.clone();
     rows.sort_by_key(|(s, _)| *s);
     let layers: Vec<LayerReport> = rows.into_iter().map(|(_, r)| r).collect();
-    let totals = Totals::from_layers(&layers, parameter_count(model), parameter_count(&out));
-    Ok((
-        out,
-        Report {
-            policy: policy.describe(),
-            layers,
-            totals,
-        },
-    ))
+    let totals = Totals::from_layers(&layers, parameter_count(model), parameter_count(out));
+    Report {
+        policy: plan.policy.clone(),
+        layers,
+        totals,
+    }
+}
+
+/// Compresses every eligible Conv of `model` under `policy`.
+///
+/// A Conv is eligible when it is in the ONNX domain, has `group` 1, and its weight is a constant
+/// (an initializer that is not also a graph input, or a `Constant` node's value) of its graph or
+/// of an enclosing one; the policy's rules then apply as for a checkpoint (1x1 kernels, one
+/// input channel, patterns matched against the node name and the weight name, the size minimum,
+/// overrides, the global ratio, `require_smaller`). Nodes reading the same weight are
+/// decomposed once and their chains share the core initializers, which are placed in the graph
+/// that defined the weight. A weight no longer read is removed. Everything else is kept as it
+/// was: other nodes, names, graph inputs and outputs, value_info, opset imports, metadata.
+pub fn compress(
+    model: &ModelProto,
+    policy: &Policy,
+    options: &ReportOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<(ModelProto, Report)> {
+    let plan = plan(model, policy, options, progress)?;
+    let out = apply(model, &plan, &vec![true; plan.units.len()])?;
+    let report = report(&plan, model, &out);
+    Ok((out, report))
 }
 
 /// The weight's dtype; an error for an element type a Conv cannot have and the report cannot
@@ -381,11 +478,11 @@ fn chain_names(
 
 /// Removes the compressed weights that nothing reads any more (with their graph-input and
 /// value_info entries), and `Constant` nodes whose value nothing reads.
-fn remove_unread(model: &mut ModelProto, weights: &[(Source, String)]) {
+fn remove_unread(model: &mut ModelProto, weights: &[String]) {
     let read = reads(model);
     let dead: std::collections::HashSet<&str> = weights
         .iter()
-        .map(|(_, w)| w.as_str())
+        .map(|w| w.as_str())
         .filter(|w| !read.contains_key(*w))
         .collect();
     if dead.is_empty() {

@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::proto::{AttributeProto, NodeProto, attribute_type};
+use ttconv::AxisGeometry;
 use ttconv_models::Geometry;
 
 /// How the padding is given.
@@ -196,6 +197,43 @@ impl ConvAttrs {
         } else {
             [big, small]
         }
+    }
+
+    /// The per-axis geometry at input spatial size `input` (`D_1..D_d`), `auto_pad` resolved as
+    /// ONNX defines it: `SAME_*` pads `max(0, (ceil(D / s) - 1) s + (k - 1) dil + 1 - D)` in
+    /// total, the odd one at the end for `SAME_UPPER`, at the beginning for `SAME_LOWER`.
+    pub fn resolve(&self, input: &[usize]) -> Result<Vec<AxisGeometry>> {
+        if input.len() != self.order() {
+            return Err(Error::invalid(
+                "Conv input",
+                format!("{} spatial dims for a kernel of order {}", input.len(), self.order()),
+            ));
+        }
+        Ok((0..self.order())
+            .map(|j| {
+                let (s, dil, k, n) = (self.strides[j], self.dilations[j], self.kernel[j], input[j]);
+                let [pad_before, pad_after] = match self.auto_pad {
+                    AutoPad::NotSet => self.pads[j],
+                    AutoPad::Valid => [0, 0],
+                    mode => {
+                        let out = n.div_ceil(s).max(1);
+                        let total = ((out - 1) * s + (k - 1) * dil + 1).saturating_sub(n);
+                        let (small, big) = (total / 2, total - total / 2);
+                        if mode == AutoPad::SameUpper {
+                            [small, big]
+                        } else {
+                            [big, small]
+                        }
+                    }
+                };
+                AxisGeometry {
+                    stride: s,
+                    dilation: dil,
+                    pad_before,
+                    pad_after,
+                }
+            })
+            .collect())
     }
 
     /// The attributes of a pointwise (1x..x1) convolution of the same order.

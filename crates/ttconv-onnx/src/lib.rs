@@ -11,6 +11,7 @@
 //!
 //! Bad files give an [`Error`], never a panic.
 
+mod calibrate;
 pub mod chain;
 mod check;
 mod compress;
@@ -18,16 +19,19 @@ pub mod conv;
 mod error;
 pub mod graph;
 mod model;
+pub mod moments;
 pub mod proto;
 mod runtime;
 pub mod tensor;
 mod verify;
 
+pub use calibrate::{CalibrationOptions, LayerFit, Sample, compress_calibrated};
 pub use check::{check_model, duplicate_node_names};
 pub use compress::{compress, parameter_count};
 pub use error::{Error, Result};
 pub use model::{MAX_MODEL_BYTES, model_to_bytes, parse_model, read_model, write_model};
 pub use runtime::{Runtime, Value};
 pub use verify::{
-    InputSpec, OutputError, Verification, input_specs, random_inputs, read_inputs, verify,
+    InputSpec, OutputError, Verification, input_specs, output_errors, random_inputs, read_inputs,
+    read_samples, verify,
 };

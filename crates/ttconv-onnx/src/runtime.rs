@@ -39,6 +39,19 @@ impl Value {
         }
     }
 
+    /// Entry `i` of the first axis (one sample of a stacked set); `i` must be in range.
+    pub fn index_first(&self, i: usize) -> Value {
+        fn take<T: Clone>(a: &ArrayD<T>, i: usize) -> ArrayD<T> {
+            a.index_axis(ndarray::Axis(0), i).to_owned()
+        }
+        match self {
+            Value::F32(a) => Value::F32(take(a, i)),
+            Value::F64(a) => Value::F64(take(a, i)),
+            Value::I64(a) => Value::I64(take(a, i)),
+            Value::I32(a) => Value::I32(take(a, i)),
+        }
+    }
+
     /// The values as f64 (for comparisons).
     pub fn to_f64(&self) -> Vec<f64> {
         match self {
@@ -74,6 +87,7 @@ impl Value {
             ArrayD::from_shape_vec(IxDyn(&shape), data.to_vec())
                 .expect("ONNX Runtime's shape matches its data")
         }
+
         Ok(match ty {
             T::Float32 => {
                 let (s, d) = v.try_extract_tensor::<f32>()?;
@@ -94,6 +108,20 @@ impl Value {
             _ => return Err(unsupported()),
         })
     }
+}
+
+/// Output `name` of a run: a graph output that is also a graph input is the input itself (ONNX
+/// Runtime hands such an output back without data, which `ort` would read through a null
+/// pointer).
+fn read_output(
+    name: &str,
+    outputs: &ort::session::SessionOutputs<'_>,
+    inputs: &[(String, Value)],
+) -> Result<Value> {
+    if let Some((_, v)) = inputs.iter().find(|(n, _)| n == name) {
+        return Ok(v.clone());
+    }
+    Value::from_ort(name, &outputs[name])
 }
 
 /// ONNX Runtime, loaded from its library.
@@ -148,6 +176,39 @@ impl Runtime {
         Ok(self.run_timed(bytes, inputs, 1)?.0)
     }
 
+    /// Runs the model `bytes` on each of `samples` (one session for all); returns the outputs of
+    /// each run as [`Runtime::run`] does.
+    pub fn run_all(
+        &self,
+        bytes: &[u8],
+        samples: &[Vec<(String, Value)>],
+    ) -> Result<Vec<Vec<(String, Value)>>> {
+        let mut session = self.session(bytes)?;
+        let names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        samples
+            .iter()
+            .map(|inputs| {
+                let feed: Vec<(String, DynValue)> = inputs
+                    .iter()
+                    .map(|(n, v)| Ok((n.clone(), v.to_ort()?)))
+                    .collect::<Result<_>>()?;
+                let outputs = session.run(feed)?;
+                names
+                    .iter()
+                    .map(|n| Ok((n.clone(), read_output(n, &outputs, inputs)?)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn session(&self, bytes: &[u8]) -> Result<Session> {
+        let mut builder = Session::builder(&self.env)?;
+        if self.threads > 0 {
+            builder = builder.with_intra_threads(self.threads)?;
+        }
+        Ok(builder.commit_from_memory(bytes)?)
+    }
+
     /// As [`Runtime::run`], then `repeats - 1` more runs; returns the outputs and the median
     /// wall time of one run in seconds (the session is created once, before the clock starts).
     pub fn run_timed(
@@ -156,11 +217,7 @@ impl Runtime {
         inputs: &[(String, Value)],
         repeats: usize,
     ) -> Result<(Vec<(String, Value)>, f64)> {
-        let mut builder = Session::builder(&self.env)?;
-        if self.threads > 0 {
-            builder = builder.with_intra_threads(self.threads)?;
-        }
-        let mut session = builder.commit_from_memory(bytes)?;
+        let mut session = self.session(bytes)?;
         let names: Vec<String> = session
             .outputs()
             .iter()
@@ -178,7 +235,7 @@ impl Runtime {
             times.push(start.elapsed().as_secs_f64());
             last = names
                 .iter()
-                .map(|n| Ok((n.clone(), Value::from_ort(n, &outputs[n.as_str()])?)))
+                .map(|n| Ok((n.clone(), read_output(n, &outputs, inputs)?)))
                 .collect::<Result<Vec<_>>>()?;
         }
         times.sort_by(f64::total_cmp);

@@ -171,6 +171,85 @@ pub struct OutputError {
     pub rel_error: f64,
     /// `max |y' - y|`.
     pub max_abs_error: f64,
+    /// `mean (y' - y)^2`.
+    pub mse: f64,
+}
+
+/// Each output's error of `got` against `want` (runs of two models on the same samples),
+/// summed over the samples; an error when an output is missing or its shape differs.
+pub fn output_errors(
+    want: &[Vec<(String, Value)>],
+    got: &[Vec<(String, Value)>],
+) -> Result<Vec<OutputError>> {
+    let Some(first) = want.first() else {
+        return Ok(Vec::new());
+    };
+    first
+        .iter()
+        .enumerate()
+        .map(|(k, (name, y0))| {
+            let (mut num, mut den, mut max, mut count) = (0.0f64, 0.0f64, 0.0f64, 0usize);
+            for (w, g) in want.iter().zip(got) {
+                let y = &w[k].1;
+                let (_, y2) = g.iter().find(|(n, _)| n == name).ok_or_else(|| {
+                    Error::Runtime(format!("the compressed model has no output `{name}`"))
+                })?;
+                if y.shape() != y2.shape() {
+                    return Err(Error::Runtime(format!(
+                        "output `{name}`: shape {:?} in the original, {:?} compressed",
+                        y.shape(),
+                        y2.shape()
+                    )));
+                }
+                for (x, z) in y.to_f64().iter().zip(&y2.to_f64()) {
+                    num += (z - x) * (z - x);
+                    den += x * x;
+                    max = max.max((z - x).abs());
+                    count += 1;
+                }
+            }
+            Ok(OutputError {
+                name: name.clone(),
+                shape: y0.shape().to_vec(),
+                rel_error: if den > 0.0 { (num / den).sqrt() } else { num.sqrt() },
+                max_abs_error: max,
+                mse: num / count.max(1) as f64,
+            })
+        })
+        .collect()
+}
+
+/// Samples read from a safetensors file holding, for each graph input, a tensor of that name
+/// with one more leading axis, the sample index (the same count for every input).
+pub fn read_samples(path: &Path, model: &ModelProto) -> Result<Vec<Vec<(String, Value)>>> {
+    let stacked = read_inputs(path, model)?;
+    let count = stacked.first().map_or(0, |(_, v)| v.shape().first().copied().unwrap_or(0));
+    if count == 0 {
+        return Err(Error::Inputs(format!(
+            "{}: no samples (a leading sample axis of size >= 1 expected)",
+            path.display()
+        )));
+    }
+    for (name, v) in &stacked {
+        if v.shape().first() != Some(&count) {
+            return Err(Error::Inputs(format!(
+                "{}: `{name}` has shape {:?}, {count} samples on its first axis expected",
+                path.display(),
+                v.shape()
+            )));
+        }
+    }
+    Ok((0..count)
+        .map(|i| {
+            stacked
+                .iter()
+                .map(|(name, v)| {
+                    let one = v.index_first(i);
+                    (name.clone(), one)
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// What a verification measured.
@@ -202,39 +281,7 @@ pub fn verify(
 ) -> Result<Verification> {
     let (want, t0) = runtime.run_timed(original, inputs, repeats)?;
     let (got, t1) = runtime.run_timed(compressed, inputs, repeats)?;
-    let outputs = want
-        .iter()
-        .map(|(name, y)| {
-            let (_, y2) = got.iter().find(|(n, _)| n == name).ok_or_else(|| {
-                Error::Runtime(format!("the compressed model has no output `{name}`"))
-            })?;
-            if y.shape() != y2.shape() {
-                return Err(Error::Runtime(format!(
-                    "output `{name}`: shape {:?} in the original, {:?} compressed",
-                    y.shape(),
-                    y2.shape()
-                )));
-            }
-            let (a, b) = (y.to_f64(), y2.to_f64());
-            let (mut num, mut den, mut max) = (0.0f64, 0.0f64, 0.0f64);
-            for (x, z) in a.iter().zip(&b) {
-                num += (z - x) * (z - x);
-                den += x * x;
-                max = max.max((z - x).abs());
-            }
-            let rel_error = if den > 0.0 {
-                (num / den).sqrt()
-            } else {
-                num.sqrt()
-            };
-            Ok(OutputError {
-                name: name.clone(),
-                shape: y.shape().to_vec(),
-                rel_error,
-                max_abs_error: max,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let outputs = output_errors(&[want], &[got])?;
     Ok(Verification {
         outputs,
         original_seconds: t0,

@@ -357,3 +357,19 @@ fn convs_inside_if_branches_are_compressed_with_the_cores_in_the_enclosing_graph
         assert!(e < 1e-5, "cond {cond}: {e:.3e}");
     }
 }
+
+/// A graph output that is also a graph input (legal ONNX) comes back as the input, not as a
+/// read through the null data pointer ONNX Runtime hands back for it.
+#[test]
+fn a_graph_input_that_is_also_an_output_is_read_back() {
+    let Some(rt) = runtime("a_graph_input_that_is_also_an_output_is_read_back") else {
+        return;
+    };
+    let mut m = shared_weight_model();
+    m.graph.as_mut().unwrap().output.push(untyped_output("x"));
+    let x = random(&[1, 4, 9, 9], 30);
+    let outputs = rt
+        .run(&model_to_bytes(&m), &[("x".to_string(), Value::F32(x.clone()))])
+        .unwrap();
+    assert_eq!(common::output(&outputs, "x"), x);
+}

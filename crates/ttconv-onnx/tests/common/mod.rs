@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
-use ttconv::AxisGeometry;
 use ttconv_onnx::conv::{AutoPad, ConvAttrs, ints_attribute};
 use ttconv_onnx::proto::{
     AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
@@ -214,37 +213,6 @@ pub fn model(graph: GraphProto) -> ModelProto {
     }
 }
 
-/// The oracle's geometry for a Conv node at input spatial size `input` (auto_pad resolved as
-/// ONNX defines it: SAME pads `max(0, (ceil(D/s) - 1) s + (k - 1) dil + 1 - D)` in total, the odd
-/// one at the end for SAME_UPPER, at the beginning for SAME_LOWER).
-pub fn oracle_geometry(a: &ConvAttrs, input: &[usize]) -> Vec<AxisGeometry> {
-    (0..a.order())
-        .map(|j| {
-            let (s, dil, k, n) = (a.strides[j], a.dilations[j], a.kernel[j], input[j]);
-            let [before, after] = match a.auto_pad {
-                AutoPad::NotSet => a.pads[j],
-                AutoPad::Valid => [0, 0],
-                mode => {
-                    let out = n.div_ceil(s);
-                    let total = ((out - 1) * s + (k - 1) * dil + 1).saturating_sub(n);
-                    let (small, big) = (total / 2, total - total / 2);
-                    if mode == AutoPad::SameUpper {
-                        [small, big]
-                    } else {
-                        [big, small]
-                    }
-                }
-            };
-            AxisGeometry {
-                stride: s,
-                dilation: dil,
-                pad_before: before,
-                pad_after: after,
-            }
-        })
-        .collect()
-}
-
 /// Evaluates a graph of Conv nodes only (main graph, initializers, one input `x`) on the
 /// direct oracle: the reference for the chain without any runtime.
 pub fn eval_convs(model: &ModelProto, x: &ArrayD<f32>) -> ArrayD<f32> {
@@ -260,7 +228,7 @@ pub fn eval_convs(model: &ModelProto, x: &ArrayD<f32>) -> ArrayD<f32> {
         let input = &values[&node.input[0]];
         let w = &values[&node.input[1]];
         let attrs = ConvAttrs::parse(node, w.shape()).unwrap();
-        let geometry = oracle_geometry(&attrs, &input.shape()[2..]);
+        let geometry = attrs.resolve(&input.shape()[2..]).unwrap();
         let bias = node.input.get(2).map(|b| {
             values[b]
                 .clone()
