@@ -289,7 +289,7 @@ fn conjugate_gradients(
         }
         let hp = h(&p);
         let php = dot(&p, &hp);
-        if !(php > 0.0) {
+        if php.is_nan() || php <= 0.0 {
             break;
         }
         let alpha = rs / php;

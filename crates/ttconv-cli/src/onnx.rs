@@ -20,8 +20,9 @@ pub(crate) struct OnnxArgs {
     /// Do not run the two models (no runtime needed; nothing is checked).
     #[arg(long)]
     no_verify: bool,
-    /// Model inputs for the check: a safetensors file with one tensor per graph input, by name;
-    /// default: standard normal values for float inputs.
+    /// Model inputs for the check: a safetensors file with, per graph input, a tensor of that
+    /// name with a leading sample axis; default: the held-out samples when calibrating, else
+    /// one sample of standard normal values for float inputs.
     #[arg(long, value_name = "FILE")]
     inputs: Option<PathBuf>,
     /// The size of a symbolic input dim for the random inputs, NAME=N (repeatable; others: 1).
@@ -33,6 +34,20 @@ pub(crate) struct OnnxArgs {
     /// Timed runs of each model in the check (the median is printed).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Fit each compressed Conv's cores to the original layer's outputs on these model inputs
+    /// (safetensors: per graph input, a tensor with a leading sample axis), layer by layer.
+    #[arg(long, value_name = "FILE")]
+    calibrate: Option<PathBuf>,
+    /// Held-out inputs (same format) on which the whole model's output error is reported with
+    /// and without fitting; default: the last third of the calibration samples (not fitted on).
+    #[arg(long, value_name = "FILE", requires = "calibrate")]
+    holdout: Option<PathBuf>,
+    /// Ridge toward the dense kernel in the fit, relative to the patch energy.
+    #[arg(long, default_value_t = 1e-2, requires = "calibrate")]
+    calibration_alpha: f64,
+    /// ALS sweeps over the cores in the fit.
+    #[arg(long, default_value_t = 5, requires = "calibrate")]
+    sweeps: usize,
 }
 
 /// Whether `path` names an ONNX model (by its extension: protobuf has no magic number).
@@ -73,7 +88,7 @@ fn library(args: &OnnxArgs) -> Res<PathBuf> {
 }
 
 fn verification_table(v: &Verification) -> String {
-    let mut out = String::from("outputs (original vs compressed, same inputs, ONNX Runtime):\n");
+    let mut out = String::from("outputs (original vs compressed, ONNX Runtime):\n");
     let width = v.outputs.iter().map(|o| o.name.len()).max().unwrap_or(0);
     for o in &v.outputs {
         out += &format!(
@@ -91,6 +106,118 @@ fn verification_table(v: &Verification) -> String {
         v.original_seconds / v.compressed_seconds.max(f64::MIN_POSITIVE)
     );
     out
+}
+
+/// What calibration adds to the output.
+struct Calibrated {
+    text: String,
+    json: serde_json::Value,
+    holdout: Vec<ttconv_onnx::Sample>,
+}
+
+/// Compresses with fitting on the calibration samples, and reports the held-out output error of
+/// the whole model with TT-SVD alone and with fitting.
+fn calibrated(
+    model: &ttconv_onnx::proto::ModelProto,
+    policy: &Policy,
+    options: &ReportOptions,
+    rt: &Runtime,
+    o: &OnnxArgs,
+    path: &Path,
+) -> Res<(
+    ttconv_onnx::proto::ModelProto,
+    ttconv_models::Report,
+    Calibrated,
+)> {
+    let mut samples = ttconv_onnx::read_samples(path, model)?;
+    let holdout = match &o.holdout {
+        Some(h) => ttconv_onnx::read_samples(h, model)?,
+        None => {
+            if samples.len() < 2 {
+                return Err(format!(
+                    "{}: {} sample; give --holdout or at least 2 samples (the last third is held out)",
+                    path.display(),
+                    samples.len()
+                )
+                .into());
+            }
+            let keep = samples.len() - (samples.len() / 3).max(1);
+            samples.split_off(keep)
+        }
+    };
+    let copts = ttconv_onnx::CalibrationOptions {
+        alpha: o.calibration_alpha,
+        fit: tt_core_fit(o.sweeps),
+    };
+    let (svd, _) = ttconv_onnx::compress(model, policy, options, &mut |_| {})?;
+    let mut display = Display::new();
+    let (out, report, fits) =
+        ttconv_onnx::compress_calibrated(model, policy, options, rt, &samples, &copts, &mut |p| {
+            display.update(p)
+        })?;
+    let bytes = |m: &ttconv_onnx::proto::ModelProto| ttconv_onnx::model_to_bytes(m);
+    let want = rt.run_all(&bytes(model), &holdout)?;
+    let e_svd = ttconv_onnx::output_errors(&want, &rt.run_all(&bytes(&svd), &holdout)?)?;
+    let e_fit = ttconv_onnx::output_errors(&want, &rt.run_all(&bytes(&out), &holdout)?)?;
+    let mut text = format!(
+        "calibration: {} samples, {} held out, alpha {}, {} sweeps\n",
+        samples.len(),
+        holdout.len(),
+        copts.alpha,
+        copts.fit.sweeps
+    );
+    for f in &fits {
+        match &f.skipped {
+            Some(why) => text += &format!("  {}: not fitted ({why})\n", f.weight),
+            None => {
+                text += &format!(
+                    "  {}: layer output error {:.4} -> {:.4}, kernel error {:.4}, {:.2} s\n",
+                    f.weight,
+                    f.output_error_before,
+                    f.output_error_after,
+                    f.kernel_error_after,
+                    f.seconds
+                )
+            }
+        }
+    }
+    text += "held-out outputs (vs the original): MSE TT-SVD -> fitted, relative error\n";
+    for (a, b) in e_svd.iter().zip(&e_fit) {
+        text += &format!(
+            "  {}: MSE {:.4e} -> {:.4e} ({:.1}x lower), rel error {:.4} -> {:.4}\n",
+            a.name,
+            a.mse,
+            b.mse,
+            a.mse / b.mse.max(f64::MIN_POSITIVE),
+            a.rel_error,
+            b.rel_error
+        );
+    }
+    let json = serde_json::json!({
+        "samples": samples.len(),
+        "holdout": holdout.len(),
+        "alpha": copts.alpha,
+        "sweeps": copts.fit.sweeps,
+        "layers": fits,
+        "holdout_tt_svd": e_svd,
+        "holdout_fitted": e_fit,
+    });
+    Ok((
+        out,
+        report,
+        Calibrated {
+            text,
+            json,
+            holdout,
+        },
+    ))
+}
+
+fn tt_core_fit(sweeps: usize) -> ttconv_onnx::FitOptions {
+    ttconv_onnx::FitOptions {
+        sweeps,
+        ..ttconv_onnx::FitOptions::default()
+    }
 }
 
 pub(crate) fn run_compress(
@@ -114,19 +241,45 @@ pub(crate) fn run_compress(
     let start = Instant::now();
     let model = ttconv_onnx::read_model(&args.input)?;
     let mut display = Display::new();
-    let (out, report) = ttconv_onnx::compress(&model, policy, options, &mut |p| display.update(p))?;
+    let runtime = if o.no_verify && o.calibrate.is_none() {
+        None
+    } else {
+        Some(Runtime::load(&library(o)?, 0)?)
+    };
+    let (out, report, calibration) = match (&o.calibrate, &runtime) {
+        (Some(path), Some(rt)) => {
+            let (out, report, c) = calibrated(&model, policy, options, rt, o, path)?;
+            (out, report, Some(c))
+        }
+        _ => {
+            let (out, report) =
+                ttconv_onnx::compress(&model, policy, options, &mut |p| display.update(p))?;
+            (out, report, None)
+        }
+    };
     let mut text = report.to_table();
+    if let Some(c) = &calibration {
+        text += &c.text;
+    }
     let verification = if o.no_verify {
         text += "not checked (--no-verify)\n";
         None
     } else {
-        let runtime = Runtime::load(&library(o)?, 0)?;
-        let inputs = match &o.inputs {
-            Some(path) => ttconv_onnx::read_inputs(path, &model)?,
-            None => ttconv_onnx::random_inputs(&model, &dims(o)?, 0)?,
+        let runtime = runtime.as_ref().expect("loaded above unless --no-verify");
+        let (inputs, what) = match (&o.inputs, &calibration) {
+            (Some(path), _) => (
+                ttconv_onnx::read_samples(path, &model)?,
+                format!("the samples of {}", path.display()),
+            ),
+            (None, Some(c)) => (c.holdout.clone(), "the held-out samples".to_string()),
+            (None, None) => (
+                vec![ttconv_onnx::random_inputs(&model, &dims(o)?, 0)?],
+                "one sample of standard normal inputs".to_string(),
+            ),
         };
+        text += &format!("checked on {what} ({}):\n", inputs.len());
         let v = ttconv_onnx::verify(
-            &runtime,
+            runtime,
             &ttconv_onnx::model_to_bytes(&model),
             &ttconv_onnx::model_to_bytes(&out),
             &inputs,
@@ -154,6 +307,9 @@ pub(crate) fn run_compress(
         let mut json: serde_json::Value = serde_json::from_str(&report.to_json())?;
         if let Some(v) = &verification {
             json["verification"] = serde_json::to_value(v)?;
+        }
+        if let Some(c) = &calibration {
+            json["calibration"] = c.json.clone();
         }
         ttconv_models::write_atomic(
             path,

@@ -96,8 +96,15 @@ fn capture(
     names: &[String],
     samples: &[Sample],
 ) -> Result<Vec<Vec<ArrayD<f32>>>> {
-    let inputs: Vec<String> = crate::input_specs(model)?.into_iter().map(|s| s.name).collect();
-    let computed: Vec<String> = names.iter().filter(|n| !inputs.contains(n)).cloned().collect();
+    let inputs: Vec<String> = crate::input_specs(model)?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let computed: Vec<String> = names
+        .iter()
+        .filter(|n| !inputs.contains(n))
+        .cloned()
+        .collect();
     let bytes = crate::model_to_bytes(&with_outputs(model, &computed));
     let runs = if computed.is_empty() {
         vec![Vec::new(); samples.len()]
@@ -110,10 +117,7 @@ fn capture(
             names
                 .iter()
                 .map(|n| {
-                    let found = outputs
-                        .iter()
-                        .chain(sample.iter())
-                        .find(|(o, _)| o == n);
+                    let found = outputs.iter().chain(sample.iter()).find(|(o, _)| o == n);
                     match found {
                         Some((_, Value::F32(a))) => Ok(a.clone()),
                         Some(_) => Err(Error::Unsupported(format!(
@@ -198,7 +202,9 @@ pub fn compress_calibrated(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(ModelProto, Report, Vec<LayerFit>)> {
     if samples.is_empty() {
-        return Err(Error::Inputs("calibration needs at least one sample".into()));
+        return Err(Error::Inputs(
+            "calibration needs at least one sample".into(),
+        ));
     }
     if !(calibration.alpha.is_finite() && calibration.alpha >= 0.0) {
         return Err(Error::Inputs(format!(
@@ -219,7 +225,10 @@ pub fn compress_calibrated(
     let output_of = |plan: &Plan, s: usize| {
         let (path, node) = plan.site(s);
         let g = crate::graph::graph_at(root, path);
-        (g.node[node].input[0].clone(), g.node[node].output[0].clone())
+        (
+            g.node[node].input[0].clone(),
+            g.node[node].output[0].clone(),
+        )
     };
     // Targets: the original's output of every fitted node, in one pass.
     let fitted: Vec<usize> = order
@@ -229,7 +238,12 @@ pub fn compress_calibrated(
         .collect();
     let target_names: Vec<String> = fitted
         .iter()
-        .flat_map(|&u| plan.units[u].sites.iter().map(|(s, _)| output_of(&plan, *s).1))
+        .flat_map(|&u| {
+            plan.units[u]
+                .sites
+                .iter()
+                .map(|(s, _)| output_of(&plan, *s).1)
+        })
         .collect();
     let targets = capture(runtime, model, &target_names, samples)?;
     let mut active = vec![false; plan.units.len()];
@@ -285,7 +299,11 @@ pub fn compress_calibrated(
         // it has none.
         let mut total = Moments::new(m, cout);
         for (mo, bias) in &per_site {
-            total.merge(&if bias.is_some() { mo.centered() } else { mo.clone() });
+            total.merge(&if bias.is_some() {
+                mo.centered()
+            } else {
+                mo.clone()
+            });
         }
         let trace: f64 = (0..m).map(|i| total.s[i * m + i]).sum();
         let ridge = calibration.alpha * trace / m as f64;

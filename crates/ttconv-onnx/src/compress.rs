@@ -276,7 +276,10 @@ pub(crate) fn plan(
         kernel_sources.push(u.source.clone());
     }
     for (weight, &(s, group)) in &grouped {
-        let source = sites[s].source.clone().expect("grouped sites have a source");
+        let source = sites[s]
+            .source
+            .clone()
+            .expect("grouped sites have a source");
         let t = source.tensor(root);
         kernels.push(KernelInput {
             tensor: weight.clone(),
@@ -358,6 +361,10 @@ pub(crate) fn apply(model: &ModelProto, plan: &Plan, active: &[bool]) -> Result<
                 let name = names.fresh(&format!("{}.tt_bias", site.name));
                 let t = crate::tensor::from_f32(&name, &b.clone().into_dyn(), unit.dtype)?;
                 new_tensors.push((site.path.clone(), vec![t]));
+                if let Some(old) = node.input.get(2).filter(|b| !b.is_empty()) {
+                    // Removed below when no other node reads it.
+                    compressed_weights.push(old.clone());
+                }
                 node.input.resize(2, String::new());
                 node.input.push(name);
             }

@@ -206,7 +206,11 @@ impl ConvAttrs {
         if input.len() != self.order() {
             return Err(Error::invalid(
                 "Conv input",
-                format!("{} spatial dims for a kernel of order {}", input.len(), self.order()),
+                format!(
+                    "{} spatial dims for a kernel of order {}",
+                    input.len(),
+                    self.order()
+                ),
             ));
         }
         Ok((0..self.order())

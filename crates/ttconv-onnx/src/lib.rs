@@ -31,6 +31,7 @@ pub use compress::{compress, parameter_count};
 pub use error::{Error, Result};
 pub use model::{MAX_MODEL_BYTES, model_to_bytes, parse_model, read_model, write_model};
 pub use runtime::{Runtime, Value};
+pub use tt_core::FitOptions;
 pub use verify::{
     InputSpec, OutputError, Verification, input_specs, output_errors, random_inputs, read_inputs,
     read_samples, verify,

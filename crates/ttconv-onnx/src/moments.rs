@@ -112,9 +112,7 @@ impl Moments {
         for j in (0..d.saturating_sub(1)).rev() {
             in_stride[j] = in_stride[j + 1] * in_sp[j + 1];
         }
-        let tap_index: Vec<Vec<usize>> = (0..taps)
-            .map(|t| unravel(t, kernel))
-            .collect();
+        let tap_index: Vec<Vec<usize>> = (0..taps).map(|t| unravel(t, kernel)).collect();
         let (m, out) = (self.m, self.out);
         let mut p = vec![0.0f64; ROWS * m];
         let mut yr = vec![0.0f64; ROWS * out];
@@ -142,8 +140,7 @@ impl Moments {
                         }
                         if inside {
                             for c in 0..cin {
-                                row[c * taps + t] =
-                                    f64::from(xs[(n * cin + c) * in_size + offset]);
+                                row[c * taps + t] = f64::from(xs[(n * cin + c) * in_size + offset]);
                             }
                         }
                     }
@@ -208,7 +205,9 @@ impl Moments {
         let n = self.count.max(1.0);
         (0..self.out)
             .map(|o| {
-                let mp: f64 = (0..self.m).map(|i| mmat[i * self.out + o] * self.sp[i]).sum();
+                let mp: f64 = (0..self.m)
+                    .map(|i| mmat[i * self.out + o] * self.sp[i])
+                    .sum();
                 (self.sy[o] - mp) / n
             })
             .collect()
@@ -261,8 +260,18 @@ mod tests {
         let (n, cin, cout) = (2usize, 3usize, 4usize);
         let kernel = [2usize, 3];
         let geometry = [
-            AxisGeometry { stride: 2, dilation: 1, pad_before: 1, pad_after: 0 },
-            AxisGeometry { stride: 1, dilation: 2, pad_before: 0, pad_after: 2 },
+            AxisGeometry {
+                stride: 2,
+                dilation: 1,
+                pad_before: 1,
+                pad_after: 0,
+            },
+            AxisGeometry {
+                stride: 1,
+                dilation: 2,
+                pad_before: 0,
+                pad_after: 2,
+            },
         ];
         let in_sp = [5usize, 6];
         let mut seed = 1u64;
@@ -290,7 +299,7 @@ mod tests {
                                 for t1 in 0..3 {
                                     let i0 = (q0 * 2 + t0) as isize - 1;
                                     let i1 = (q1 + t1 * 2) as isize;
-                                    if i0 < 0 || i0 >= 5 || i1 >= 6 {
+                                    if !(0..5).contains(&i0) || i1 >= 6 {
                                         continue;
                                     }
                                     let w = mmat[(c * 6 + t0 * 3 + t1) * cout + o];
@@ -304,7 +313,10 @@ mod tests {
             }
         }
         let via = mo.squared_error(&mmat, Some(&bias));
-        assert!((via - direct).abs() <= 1e-9 * direct.max(1.0), "{via} vs {direct}");
+        assert!(
+            (via - direct).abs() <= 1e-9 * direct.max(1.0),
+            "{via} vs {direct}"
+        );
         // Centered moments with the best bias give the same error as the uncentered ones.
         let best = mo.best_bias(&mmat);
         let e_uncentered = mo.squared_error(&mmat, Some(&best));

@@ -184,7 +184,11 @@ impl Runtime {
         samples: &[Vec<(String, Value)>],
     ) -> Result<Vec<Vec<(String, Value)>>> {
         let mut session = self.session(bytes)?;
-        let names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let names: Vec<String> = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
         samples
             .iter()
             .map(|inputs| {

@@ -211,7 +211,11 @@ pub fn output_errors(
             Ok(OutputError {
                 name: name.clone(),
                 shape: y0.shape().to_vec(),
-                rel_error: if den > 0.0 { (num / den).sqrt() } else { num.sqrt() },
+                rel_error: if den > 0.0 {
+                    (num / den).sqrt()
+                } else {
+                    num.sqrt()
+                },
                 max_abs_error: max,
                 mse: num / count.max(1) as f64,
             })
@@ -223,7 +227,9 @@ pub fn output_errors(
 /// with one more leading axis, the sample index (the same count for every input).
 pub fn read_samples(path: &Path, model: &ModelProto) -> Result<Vec<Vec<(String, Value)>>> {
     let stacked = read_inputs(path, model)?;
-    let count = stacked.first().map_or(0, |(_, v)| v.shape().first().copied().unwrap_or(0));
+    let count = stacked
+        .first()
+        .map_or(0, |(_, v)| v.shape().first().copied().unwrap_or(0));
     if count == 0 {
         return Err(Error::Inputs(format!(
             "{}: no samples (a leading sample axis of size >= 1 expected)",
@@ -270,18 +276,24 @@ impl Verification {
     }
 }
 
-/// Runs `original` and `compressed` (model bytes) on `inputs`, `repeats` times each, and compares
-/// their outputs by name; an error when an output is missing or its shape differs.
+/// Runs `original` and `compressed` (model bytes) on every sample and compares their outputs by
+/// name over all of them; times `repeats` runs of each on the first sample. An error when there
+/// is no sample, or an output is missing or its shape differs.
 pub fn verify(
     runtime: &Runtime,
     original: &[u8],
     compressed: &[u8],
-    inputs: &[(String, Value)],
+    samples: &[Vec<(String, Value)>],
     repeats: usize,
 ) -> Result<Verification> {
-    let (want, t0) = runtime.run_timed(original, inputs, repeats)?;
-    let (got, t1) = runtime.run_timed(compressed, inputs, repeats)?;
-    let outputs = output_errors(&[want], &[got])?;
+    let first = samples
+        .first()
+        .ok_or_else(|| Error::Inputs("no sample to verify on".into()))?;
+    let want = runtime.run_all(original, samples)?;
+    let got = runtime.run_all(compressed, samples)?;
+    let outputs = output_errors(&want, &got)?;
+    let (_, t0) = runtime.run_timed(original, first, repeats)?;
+    let (_, t1) = runtime.run_timed(compressed, first, repeats)?;
     Ok(Verification {
         outputs,
         original_seconds: t0,

@@ -6,7 +6,7 @@ mod common;
 use common::{initializer, model, runtime, untyped_output, value_info};
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
-use ttconv_models::{Policy, RankRule, ReportOptions, Target};
+use ttconv_models::{Policy, ReportOptions, Target};
 use ttconv_onnx::conv::ints_attribute;
 use ttconv_onnx::proto::{GraphProto, ModelProto, NodeProto};
 use ttconv_onnx::{
@@ -40,7 +40,9 @@ fn weight(shape: &[usize], seed: u64) -> ArrayD<f32> {
     for term in 0..6 {
         let weight = 1.0 / (1.0 + term as f32);
         let a: Vec<f32> = (0..shape[0]).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let b: Vec<f32> = (0..n / shape[0]).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let b: Vec<f32> = (0..n / shape[0])
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
         for i in 0..shape[0] {
             for j in 0..b.len() {
                 w[i * b.len() + j] += weight * a[i] * b[j];
@@ -65,9 +67,19 @@ fn cnn() -> ModelProto {
         name: "cnn".into(),
         initializer: vec![
             initializer("w1", &weight(&[16, 3, 3, 3], 1)),
-            initializer("b1", &(weight(&[16, 1, 1], 2).into_shape_with_order(IxDyn(&[16])).unwrap())),
+            initializer(
+                "b1",
+                &(weight(&[16, 1, 1], 2)
+                    .into_shape_with_order(IxDyn(&[16]))
+                    .unwrap()),
+            ),
             initializer("w2", &weight(&[24, 16, 3, 3], 3)),
-            initializer("b2", &(weight(&[24, 1, 1], 4).into_shape_with_order(IxDyn(&[24])).unwrap())),
+            initializer(
+                "b2",
+                &(weight(&[24, 1, 1], 4)
+                    .into_shape_with_order(IxDyn(&[24]))
+                    .unwrap()),
+            ),
             initializer("w3", &weight(&[8, 24, 3, 3], 5)),
         ],
         input: vec![value_info("x", &[1, 3, 16, 16])],
@@ -87,7 +99,7 @@ fn samples(count: usize, seed: u64) -> Vec<Sample> {
                     let (fx, fy, ph, a) = (
                         rng.random_range(0.0f32..0.6),
                         rng.random_range(0.0f32..0.6),
-                        rng.random_range(0.0f32..6.28),
+                        rng.random_range(0.0f32..std::f32::consts::TAU),
                         rng.random_range(0.5f32..1.5),
                     );
                     for i in 0..16 {
@@ -105,7 +117,12 @@ fn samples(count: usize, seed: u64) -> Vec<Sample> {
         .collect()
 }
 
-fn held_out_mse(rt: &Runtime, original: &ModelProto, other: &ModelProto, holdout: &[Sample]) -> f64 {
+fn held_out_mse(
+    rt: &Runtime,
+    original: &ModelProto,
+    other: &ModelProto,
+    holdout: &[Sample],
+) -> f64 {
     let want = rt.run_all(&model_to_bytes(original), holdout).unwrap();
     let got = rt.run_all(&model_to_bytes(other), holdout).unwrap();
     output_errors(&want, &got).unwrap()[0].mse
@@ -159,5 +176,8 @@ fn fitting_lowers_the_held_out_error_of_a_compressed_cnn() {
         "held-out output MSE: TT-SVD {e_svd:.4e}, fitted {e_fit:.4e} ({:.1}x lower)",
         e_svd / e_fit
     );
-    assert!(e_fit < e_svd, "fitting did not lower the held-out error: {e_svd} -> {e_fit}");
+    assert!(
+        e_fit < e_svd,
+        "fitting did not lower the held-out error: {e_svd} -> {e_fit}"
+    );
 }

@@ -369,7 +369,10 @@ fn a_graph_input_that_is_also_an_output_is_read_back() {
     m.graph.as_mut().unwrap().output.push(untyped_output("x"));
     let x = random(&[1, 4, 9, 9], 30);
     let outputs = rt
-        .run(&model_to_bytes(&m), &[("x".to_string(), Value::F32(x.clone()))])
+        .run(
+            &model_to_bytes(&m),
+            &[("x".to_string(), Value::F32(x.clone()))],
+        )
         .unwrap();
     assert_eq!(common::output(&outputs, "x"), x);
 }

@@ -58,7 +58,14 @@ fn compress_and_run(
     };
     let dims = HashMap::from([("sequence_length".to_string(), 8)]);
     let inputs = random_inputs(&m, &dims, 1).unwrap();
-    let v = verify(&rt, &model_to_bytes(&m), &model_to_bytes(&out), &inputs, 1).unwrap();
+    let v = verify(
+        &rt,
+        &model_to_bytes(&m),
+        &model_to_bytes(&out),
+        &[inputs],
+        1,
+    )
+    .unwrap();
     println!("{name}: {:?}", v.outputs);
     (report, Some(v.max_rel_error()), before, after)
 }
