@@ -38,6 +38,28 @@ enum Command {
         /// A safetensors or PyTorch (.pt / .pth) file.
         file: PathBuf,
     },
+    /// Write one TT layer of a checkpoint as an ONNX model (its chain of plain Conv nodes).
+    Export {
+        /// A checkpoint with TT layers (safetensors or .pt).
+        input: PathBuf,
+        /// Output .onnx file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The layer's name prefix (default: the file's only TT layer).
+        #[arg(long)]
+        layer: Option<String>,
+    },
+    /// Read a TT chain ONNX model (as `export` writes it) back as a TT layer checkpoint.
+    Import {
+        /// The .onnx model: a pointwise Conv, one Conv per spatial axis, a pointwise Conv.
+        input: PathBuf,
+        /// Output safetensors file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The layer's name prefix in the checkpoint.
+        #[arg(long, default_value = "conv")]
+        prefix: String,
+    },
     /// Reconstruct dense kernels from TT layers (for fine-tuning in plain PyTorch).
     Decompress {
         /// Input file with TT layers.
@@ -115,6 +137,16 @@ fn run(command: Command) -> Res<()> {
         Command::Compress(args) => run_compress(*args),
         Command::Inspect { file } => run_inspect(&file),
         Command::Decompress { input, output } => run_decompress(&input, &output),
+        Command::Export {
+            input,
+            output,
+            layer,
+        } => onnx::run_export(&input, &output, layer.as_deref()),
+        Command::Import {
+            input,
+            output,
+            prefix,
+        } => onnx::run_import(&input, &output, &prefix),
     }
 }
 

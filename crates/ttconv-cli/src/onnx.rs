@@ -323,3 +323,42 @@ pub(crate) fn run_compress(
         start.elapsed().as_secs_f64()
     ))
 }
+
+/// `ttconv export`: one TT layer of a checkpoint as an ONNX chain.
+pub(crate) fn run_export(input: &Path, output: &Path, layer: Option<&str>) -> Res<()> {
+    if !is_onnx(output) {
+        return Err(format!("{}: a .onnx output expected", output.display()).into());
+    }
+    let tt = ttconv_models::load_layer(input, layer)?;
+    let model = ttconv_onnx::export_layer(&tt)?;
+    ttconv_onnx::write_model(output, &model, Some(input))?;
+    // A state_dict does not record stride, padding or dilation: say what was assumed.
+    let ckpt = ttconv_models::read_checkpoint(input, &ttconv_models::Limits::default())?;
+    let known = ttconv_models::find_tt_layers(&ckpt)?
+        .iter()
+        .filter(|l| layer.is_none_or(|p| p == l.prefix))
+        .any(|l| l.meta.geometry().is_some());
+    if !known {
+        emit("note: the file records no geometry for this layer: exported with stride 1, dilation 1 and no padding\n")?;
+    }
+    emit(&format!(
+        "wrote {} ({} Conv nodes, ranks {:?}, {} parameters)\n",
+        output.display(),
+        model.graph.as_ref().map_or(0, |g| g.node.len()),
+        tt.tt().ranks(),
+        ttconv_onnx::parameter_count(&model)
+    ))
+}
+
+/// `ttconv import`: a TT chain ONNX model as a TT layer checkpoint.
+pub(crate) fn run_import(input: &Path, output: &Path, prefix: &str) -> Res<()> {
+    let model = ttconv_onnx::read_model(input)?;
+    let layer = ttconv_onnx::import_layer(&model)?;
+    let ckpt = ttconv_models::layer_checkpoint(&layer, prefix)?;
+    ttconv_models::write_checkpoint(output, &ckpt, Some(input))?;
+    emit(&format!(
+        "wrote {} (layer `{prefix}`, ranks {:?})\n",
+        output.display(),
+        layer.tt().ranks()
+    ))
+}

@@ -128,8 +128,8 @@ pub(crate) fn tt_cores(tt: &TtTensor<f32>) -> &[Array3<f32>] {
 }
 
 /// A `TtConv` with these weights and geometry (unit stride and dilation, no padding when
-/// `geometry` is `None`).
-pub(crate) fn build_layer(
+/// `geometry` is `None`): the TT over `(in, k_1..k_d, out)`, the bias `(out,)`.
+pub fn build_layer(
     tt: TtTensor<f32>,
     bias: Option<&Array1<f32>>,
     geometry: Option<&Geometry>,
@@ -159,7 +159,7 @@ pub(crate) fn build_layer(
 }
 
 /// A layer's TT, bias and geometry.
-pub(crate) fn layer_parts(layer: &TtConv) -> (TtTensor<f32>, Option<Array1<f32>>, Geometry) {
+pub fn layer_parts(layer: &TtConv) -> (TtTensor<f32>, Option<Array1<f32>>, Geometry) {
     let (tt, bias) = layer.decomposition();
     let g = layer.geometry();
     let geometry = Geometry {

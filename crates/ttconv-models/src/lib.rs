@@ -35,7 +35,7 @@ pub use file::{
     write_checkpoint,
 };
 pub use kernels::{KernelInput, KernelOutcome, compress_kernels};
-pub use layer_bridge::TtTensor;
+pub use layer_bridge::{TtTensor, build_layer, layer_parts};
 pub use meta::{Geometry, LayerMeta, METADATA_KEY, TtMetadata};
 pub use policy::{Pattern, Policy, RankRule, SkipReason, Target, is_kernel_candidate, layer_name};
 pub use report::{LayerReport, Macs, Outcome, Report, Totals};
