@@ -339,7 +339,9 @@ pub(crate) fn run_export(input: &Path, output: &Path, layer: Option<&str>) -> Re
         .filter(|l| layer.is_none_or(|p| p == l.prefix))
         .any(|l| l.meta.geometry().is_some());
     if !known {
-        emit("note: the file records no geometry for this layer: exported with stride 1, dilation 1 and no padding\n")?;
+        emit(
+            "note: the file records no geometry for this layer: exported with stride 1, dilation 1 and no padding\n",
+        )?;
     }
     emit(&format!(
         "wrote {} ({} Conv nodes, ranks {:?}, {} parameters)\n",

@@ -15,8 +15,8 @@ use crate::chain::{ChainNames, chain_nodes, chain_weights};
 use crate::conv::{AutoPad, ConvAttrs};
 use crate::error::{Error, Result};
 use crate::proto::{
-    Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
-    TypeProto, ValueInfoProto, data_type, dimension, type_proto,
+    Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
+    ValueInfoProto, data_type, dimension, type_proto,
 };
 use crate::tensor::{dims, from_f32, to_f32};
 
@@ -127,9 +127,7 @@ pub fn import_layer(model: &ModelProto) -> Result<TtConv> {
         .graph
         .as_ref()
         .ok_or_else(|| Error::invalid("model", "no graph"))?;
-    let bad = |n: usize, reason: String| {
-        Error::invalid(format!("TT chain node {n}"), reason)
-    };
+    let bad = |n: usize, reason: String| Error::invalid(format!("TT chain node {n}"), reason);
     let n = g.node.len();
     if n < 3 || g.node.iter().any(|x| x.op_type != "Conv") {
         return Err(Error::invalid(
@@ -150,7 +148,10 @@ pub fn import_layer(model: &ModelProto) -> Result<TtConv> {
         ));
     }
     if g.node[0].input.first() != Some(&inputs[0].name) {
-        return Err(Error::invalid("TT chain", "the first node does not read the graph input"));
+        return Err(Error::invalid(
+            "TT chain",
+            "the first node does not read the graph input",
+        ));
     }
     let weight = |node: &NodeProto, i: usize, k: usize| -> Result<ndarray::ArrayD<f32>> {
         let name = node
@@ -178,11 +179,18 @@ pub fn import_layer(model: &ModelProto) -> Result<TtConv> {
         if attrs.order() != d || attrs.group != 1 {
             return Err(bad(
                 i,
-                format!("order {} group {}: order {d}, group 1 expected", attrs.order(), attrs.group),
+                format!(
+                    "order {} group {}: order {d}, group 1 expected",
+                    attrs.order(),
+                    attrs.group
+                ),
             ));
         }
         let Some(geo) = attrs.geometry() else {
-            return Err(bad(i, "SAME padding with a stride has no fixed geometry".into()));
+            return Err(bad(
+                i,
+                "SAME padding with a stride has no fixed geometry".into(),
+            ));
         };
         let axis = i.checked_sub(1).filter(|&j| j < d);
         for j in 0..d {
@@ -192,7 +200,10 @@ pub fn import_layer(model: &ModelProto) -> Result<TtConv> {
                 && geo.dilation[j] == 1
                 && geo.padding[j] == [0, 0];
             if !own && !unit {
-                return Err(bad(i, format!("kernel, stride, dilation or padding on axis {j}")));
+                return Err(bad(
+                    i,
+                    format!("kernel, stride, dilation or padding on axis {j}"),
+                ));
             }
             if own {
                 geometry.stride[j] = geo.stride[j];
@@ -204,18 +215,26 @@ pub fn import_layer(model: &ModelProto) -> Result<TtConv> {
         let core = match axis {
             None if i == 0 => {
                 // W_0 (r_1, in, 1..) -> G_0 (1, in, r_1).
-                let m = w.to_shape((out_c, in_c)).expect("pointwise").reversed_axes();
+                let m = w
+                    .to_shape((out_c, in_c))
+                    .expect("pointwise")
+                    .reversed_axes();
                 m.to_owned().insert_axis(ndarray::Axis(0))
             }
             None => {
                 // W_{d+1} (out, r, 1..) -> G_{d+1} (r, out, 1).
-                let m = w.to_shape((out_c, in_c)).expect("pointwise").reversed_axes();
+                let m = w
+                    .to_shape((out_c, in_c))
+                    .expect("pointwise")
+                    .reversed_axes();
                 m.to_owned().insert_axis(ndarray::Axis(2))
             }
             Some(j) => {
                 // W_j (r_{j+1}, r_j, .., k_j, ..) -> G (r_j, k_j, r_{j+1}).
                 let k = attrs.kernel[j];
-                let m = w.to_shape((out_c, in_c, k)).expect("one spatial axis above 1");
+                let m = w
+                    .to_shape((out_c, in_c, k))
+                    .expect("one spatial axis above 1");
                 m.permuted_axes([1, 2, 0]).as_standard_layout().into_owned()
             }
         };
@@ -230,7 +249,10 @@ pub fn import_layer(model: &ModelProto) -> Result<TtConv> {
         }
     }
     if g.output.first().map(|o| &o.name) != g.node[n - 1].output.first() {
-        return Err(Error::invalid("TT chain", "the last node does not write the graph output"));
+        return Err(Error::invalid(
+            "TT chain",
+            "the last node does not write the graph output",
+        ));
     }
     let tt = tt_from_cores(cores)?;
     Ok(build_layer(tt, bias.as_ref(), Some(&geometry))?)

@@ -32,13 +32,20 @@ impl Layer {
             .bias(self.bias)
             .rank(RankSpec::Uniform(self.rank));
         let mut layer = TtConv::new(config).unwrap();
-        layer.init_from_random(ttconv::Init::Direct, self.seed).unwrap();
+        layer
+            .init_from_random(ttconv::Init::Direct, self.seed)
+            .unwrap();
         layer
     }
 
     fn input(&self) -> ndarray::ArrayD<f32> {
         let mut s = vec![2, self.cin];
-        s.extend(self.kernel.iter().zip(&self.dilation).map(|(k, d)| (k - 1) * d + 4));
+        s.extend(
+            self.kernel
+                .iter()
+                .zip(&self.dilation)
+                .map(|(k, d)| (k - 1) * d + 4),
+        );
         random(&s, self.seed + 7)
     }
 }
@@ -46,8 +53,17 @@ impl Layer {
 fn layer() -> impl Strategy<Value = Layer> {
     (1usize..=3).prop_flat_map(|d| {
         (
-            proptest::collection::vec((1usize..=3, 1usize..=2, 1usize..=2, 0usize..=2, 0usize..=1), d),
-            (1usize..=4, 1usize..=4, any::<bool>(), 1usize..=3, any::<u64>()),
+            proptest::collection::vec(
+                (1usize..=3, 1usize..=2, 1usize..=2, 0usize..=2, 0usize..=1),
+                d,
+            ),
+            (
+                1usize..=4,
+                1usize..=4,
+                any::<bool>(),
+                1usize..=3,
+                any::<u64>(),
+            ),
         )
             .prop_map(|(axes, (cin, cout, bias, rank, seed))| Layer {
                 cin,
@@ -128,7 +144,8 @@ fn a_compressed_one_conv_model_imports_as_its_layer() {
         require_smaller: false,
         ..Policy::default()
     };
-    let (compressed, _) = compress(&c.model(), &policy, &ReportOptions::default(), &mut |_| {}).unwrap();
+    let (compressed, _) =
+        compress(&c.model(), &policy, &ReportOptions::default(), &mut |_| {}).unwrap();
     let layer = import_layer(&compressed).unwrap();
     let x = c.x();
     let y = layer.forward(&CpuBackend::new(), x.view()).unwrap();
@@ -169,7 +186,11 @@ fn graphs_that_are_not_a_chain_are_refused() {
     .build();
     let mut m = export_layer(&layer).unwrap();
     let node = &mut m.graph.as_mut().unwrap().node[1];
-    let strides = node.attribute.iter_mut().find(|a| a.name == "strides").unwrap();
+    let strides = node
+        .attribute
+        .iter_mut()
+        .find(|a| a.name == "strides")
+        .unwrap();
     strides.ints = vec![1, 2];
     let err = import_layer(&m).unwrap_err().to_string();
     assert!(err.contains("axis 1"), "{err}");
