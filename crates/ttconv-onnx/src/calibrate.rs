@@ -27,21 +27,41 @@ use crate::tensor::to_f32;
 /// Model inputs for one run, by graph input name.
 pub type Sample = Vec<(String, Value)>;
 
+/// The optimiser of a layer's fit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FitMethod {
+    /// Alternating least squares on the patch moments (module docs): the default, since it did
+    /// better than Adam on every layer measured (docs/onnx.md).
+    Als,
+    /// Adam on the cores and bias through the layer's own backward (CPU backend), full batch
+    /// over the calibration samples, loss `sum ||y_hat - y||^2 / sum ||y||^2`, no ridge; for
+    /// Conv nodes with their own weight (a shared weight is fitted by ALS).
+    Adam {
+        /// Full-batch steps.
+        steps: usize,
+        /// Learning rate.
+        lr: f32,
+    },
+}
+
 /// How the cores are fitted.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CalibrationOptions {
-    /// The ridge weight relative to the patch energy: `lambda = alpha tr(S) / m`.
+    /// The ridge weight relative to the patch energy: `lambda = alpha tr(S) / m` (ALS).
     pub alpha: f64,
     /// The ALS iterations.
     pub fit: FitOptions,
+    /// ALS or Adam.
+    pub method: FitMethod,
 }
 
 impl Default for CalibrationOptions {
-    /// `alpha = 1e-2`, 5 sweeps.
+    /// ALS, `alpha = 1e-2`, 5 sweeps.
     fn default() -> Self {
         Self {
             alpha: 1e-2,
             fit: FitOptions::default(),
+            method: FitMethod::Als,
         }
     }
 }
@@ -309,20 +329,21 @@ pub fn compress_calibrated(
         let ridge = calibration.alpha * trace / m as f64;
         let start_tt = plan.units[u].tt.clone().expect("compressed").cast::<f64>();
         let m_svd = dense_f64(&start_tt)?;
-        let output_error = |mmat: &[f64], refit: bool| -> f64 {
+        // The layer's relative output error over the calibration data for a kernel and the
+        // biases of its sites.
+        let output_error = |mmat: &[f64], biases: &[Option<Vec<f64>>]| -> f64 {
             let (mut num, mut den) = (0.0, 0.0);
-            for (mo, bias) in &per_site {
-                let b: Option<Vec<f64>> = match (bias, refit) {
-                    (Some(_), true) => Some(mo.best_bias(mmat)),
-                    (Some(b), false) => Some(b.iter().map(|&v| f64::from(v)).collect()),
-                    (None, _) => None,
-                };
+            for ((mo, _), b) in per_site.iter().zip(biases) {
                 num += mo.squared_error(mmat, b.as_deref());
                 den += mo.yy;
             }
             (num / den.max(f64::MIN_POSITIVE)).sqrt()
         };
-        let before = output_error(&m_svd, false);
+        let original_biases: Vec<Option<Vec<f64>>> = per_site
+            .iter()
+            .map(|(_, b)| b.as_ref().map(|b| b.iter().map(|&v| f64::from(v)).collect()))
+            .collect();
+        let before = output_error(&m_svd, &original_biases);
         let q = Quadratic {
             s: &total.s,
             c: &total.c,
@@ -330,22 +351,55 @@ pub fn compress_calibrated(
             ridge,
             anchor: Some(&anchor),
         };
-        let (fitted_tt, _) = fit_tt(&start_tt, &q, &calibration.fit)?;
+        let adam = match calibration.method {
+            FitMethod::Adam { steps, lr } if sites.len() == 1 => Some((steps, lr)),
+            _ => None,
+        };
+        let (fitted_tt, biases): (TtTensor<f64>, Vec<Option<Array1<f32>>>) = match adam {
+            Some((steps, lr)) => {
+                let x: Vec<&ArrayD<f32>> = inputs.iter().map(|v| &v[0]).collect();
+                let y: Vec<&ArrayD<f32>> =
+                    targets.iter().map(|v| &v[target_index - 1]).collect();
+                let (tt, bias) = adam_fit(
+                    plan.units[u].tt.clone().expect("compressed"),
+                    per_site[0].1.as_ref().map(|b| Array1::from(b.clone())),
+                    &sites[0].1,
+                    &x,
+                    &y,
+                    steps,
+                    lr,
+                )?;
+                (tt.cast::<f64>(), vec![bias])
+            }
+            None => {
+                let (fitted_tt, _) = fit_tt(&start_tt, &q, &calibration.fit)?;
+                let m_fit = dense_f64(&fitted_tt)?;
+                let biases = per_site
+                    .iter()
+                    .map(|(mo, bias)| {
+                        bias.as_ref()
+                            .map(|_| mo.best_bias(&m_fit).iter().map(|&v| v as f32).collect())
+                    })
+                    .collect();
+                (fitted_tt, biases)
+            }
+        };
         let m_fit = dense_f64(&fitted_tt)?;
-        let after = output_error(&m_fit, true);
-        let biases: Vec<Option<Array1<f32>>> = per_site
+        let fitted_biases: Vec<Option<Vec<f64>>> = biases
             .iter()
-            .map(|(mo, bias)| {
-                bias.as_ref()
-                    .map(|_| mo.best_bias(&m_fit).iter().map(|&v| v as f32).collect())
-            })
+            .map(|b| b.as_ref().map(|b| b.iter().map(|&v| f64::from(v)).collect()))
             .collect();
+        let after = output_error(&m_fit, &fitted_biases);
         let kernel_error = relative(&m_fit, &anchor);
         plan.set_tt(
             u,
             fitted_tt.cast::<f32>(),
             kernel_error,
-            &format!("{} + calibrated", rule_of(&plan, u)),
+            &format!(
+                "{} + fitted ({})",
+                rule_of(&plan, u),
+                if adam.is_some() { "Adam" } else { "ALS" }
+            ),
         );
         plan.units[u].biases = biases;
         active[u] = true;
@@ -370,4 +424,65 @@ pub fn compress_calibrated(
 
 fn rule_of(plan: &Plan, u: usize) -> String {
     plan.rule(u).unwrap_or_default()
+}
+
+/// Adam on one Conv's cores and bias through the layer's backward (see [`FitMethod::Adam`]):
+/// `x[i] (batch, in, D..)` and the targets `y[i]`, per calibration sample.
+fn adam_fit(
+    tt: TtTensor<f32>,
+    bias: Option<Array1<f32>>,
+    attrs: &crate::conv::ConvAttrs,
+    x: &[&ArrayD<f32>],
+    y: &[&ArrayD<f32>],
+    steps: usize,
+    lr: f32,
+) -> Result<(TtTensor<f32>, Option<Array1<f32>>)> {
+    use ttconv::{Gradients, Implementation, Optimizer};
+    let geometry = attrs.resolve(&x[0].shape()[2..])?;
+    let g = ttconv_models::Geometry {
+        stride: geometry.iter().map(|a| a.stride).collect(),
+        padding: geometry.iter().map(|a| [a.pad_before, a.pad_after]).collect(),
+        dilation: geometry.iter().map(|a| a.dilation).collect(),
+    };
+    let mut layer = ttconv_models::build_layer(tt, bias.as_ref(), Some(&g))?;
+    let cpu = ttconv_cpu::CpuBackend::new();
+    let norm: f64 = y
+        .iter()
+        .map(|t| t.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>())
+        .sum();
+    let scale = (2.0 / norm.max(f64::MIN_POSITIVE)) as f32;
+    let mut adam = ttconv::Adam::new(lr);
+    for _ in 0..steps {
+        let mut total: Option<Gradients> = None;
+        for (xi, yi) in x.iter().zip(y) {
+            if attrs.resolve(&xi.shape()[2..])? != geometry {
+                return Err(Error::Inputs(
+                    "Adam fitting needs calibration inputs of one spatial size".into(),
+                ));
+            }
+            let yhat = layer.forward_with(&cpu, xi.view(), Implementation::Factorized)?;
+            let gy = (&yhat - *yi) * scale;
+            let (_, grads) = layer.forward_backward(
+                &cpu,
+                xi.view(),
+                gy.view(),
+                Implementation::Factorized,
+                false,
+            )?;
+            total = Some(match total {
+                None => grads,
+                Some(mut t) => {
+                    for (a, b) in t.cores.iter_mut().zip(&grads.cores) {
+                        *a += b;
+                    }
+                    if let (Some(a), Some(b)) = (&mut t.bias, &grads.bias) {
+                        *a += b;
+                    }
+                    t
+                }
+            });
+        }
+        adam.step(&mut layer, &total.expect("at least one sample"))?;
+    }
+    Ok(layer.decomposition())
 }

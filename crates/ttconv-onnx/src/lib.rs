@@ -26,7 +26,7 @@ mod runtime;
 pub mod tensor;
 mod verify;
 
-pub use calibrate::{CalibrationOptions, LayerFit, Sample, compress_calibrated};
+pub use calibrate::{CalibrationOptions, FitMethod, LayerFit, Sample, compress_calibrated};
 pub use check::{check_model, duplicate_node_names};
 pub use compress::{compress, parameter_count};
 pub use error::{Error, Result};
