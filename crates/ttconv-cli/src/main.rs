@@ -108,6 +108,10 @@ struct CompressArgs {
     /// Decompose a layer even when its TT form is not smaller than the kernel.
     #[arg(long)]
     keep_larger: bool,
+    /// Keep a layer dense when our cost model runs it faster dense than factorized at its input
+    /// size (a checkpoint: the --input-size given; an ONNX model: the shapes of a run).
+    #[arg(long)]
+    auto_speed: bool,
     /// Write the report as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -177,6 +181,7 @@ fn policy_of(args: &CompressArgs) -> Res<Policy> {
         exclude: patterns(&args.exclude)?,
         min_params: args.min_params,
         require_smaller: !args.keep_larger,
+        require_faster: args.auto_speed,
     })
 }
 
@@ -232,6 +237,11 @@ fn run_compress(args: CompressArgs) -> Res<()> {
     };
     if onnx::is_onnx(&args.input) {
         return onnx::run_compress(&args, &policy, &options);
+    }
+    if args.auto_speed && options.input_spatial.is_none() {
+        return Err(
+            "--auto-speed needs --input-size for a checkpoint (it records no shapes)".into(),
+        );
     }
     let start = Instant::now();
     let ckpt = read_checkpoint(&args.input, &Limits::default())?;

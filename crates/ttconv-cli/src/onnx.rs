@@ -128,6 +128,7 @@ fn calibrated(
     model: &ttconv_onnx::proto::ModelProto,
     policy: &Policy,
     options: &ReportOptions,
+    shapes: &ttconv_onnx::InputShapes,
     rt: &Runtime,
     o: &OnnxArgs,
     path: &Path,
@@ -163,12 +164,18 @@ fn calibrated(
             None => ttconv_onnx::FitMethod::Als,
         },
     };
-    let (svd, _) = ttconv_onnx::compress(model, policy, options, &mut |_| {})?;
+    let (svd, _) = ttconv_onnx::compress_at(model, policy, options, shapes, &mut |_| {})?;
     let mut display = Display::new();
-    let (out, report, fits) =
-        ttconv_onnx::compress_calibrated(model, policy, options, rt, &samples, &copts, &mut |p| {
-            display.update(p)
-        })?;
+    let (out, report, fits) = ttconv_onnx::compress_calibrated(
+        model,
+        policy,
+        options,
+        shapes,
+        rt,
+        &samples,
+        &copts,
+        &mut |p| display.update(p),
+    )?;
     let bytes = |m: &ttconv_onnx::proto::ModelProto| ttconv_onnx::model_to_bytes(m);
     let want = rt.run_all(&bytes(model), &holdout)?;
     let e_svd = ttconv_onnx::output_errors(&want, &rt.run_all(&bytes(&svd), &holdout)?)?;
@@ -258,19 +265,34 @@ pub(crate) fn run_compress(
     let start = Instant::now();
     let model = ttconv_onnx::read_model(&args.input)?;
     let mut display = Display::new();
-    let runtime = if o.no_verify && o.calibrate.is_none() {
+    let runtime = if o.no_verify && o.calibrate.is_none() && !args.auto_speed {
         None
     } else {
         Some(Runtime::load(&library(o)?, 0)?)
     };
+    // With a runtime, the Conv input shapes of one run: exact MACs per layer, and --auto-speed.
+    let shapes = match &runtime {
+        Some(rt) => {
+            let sample = match (&o.inputs, &o.calibrate) {
+                (Some(path), _) | (None, Some(path)) => {
+                    ttconv_onnx::read_samples(path, &model)?.swap_remove(0)
+                }
+                (None, None) => ttconv_onnx::random_inputs(&model, &dims(o)?, 0)?,
+            };
+            ttconv_onnx::conv_input_shapes(rt, &model, &sample)?
+        }
+        None => ttconv_onnx::InputShapes::new(),
+    };
     let (out, report, calibration) = match (&o.calibrate, &runtime) {
         (Some(path), Some(rt)) => {
-            let (out, report, c) = calibrated(&model, policy, options, rt, o, path)?;
+            let (out, report, c) = calibrated(&model, policy, options, &shapes, rt, o, path)?;
             (out, report, Some(c))
         }
         _ => {
             let (out, report) =
-                ttconv_onnx::compress(&model, policy, options, &mut |p| display.update(p))?;
+                ttconv_onnx::compress_at(&model, policy, options, &shapes, &mut |p| {
+                    display.update(p)
+                })?;
             (out, report, None)
         }
     };

@@ -61,6 +61,7 @@ pub fn compress(
             shape: t.shape().to_vec(),
             dtype: t.dtype(),
             geometry: None,
+            input_spatial: None,
             skip: None,
         });
         index_of.push(index);

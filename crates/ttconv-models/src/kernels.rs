@@ -32,6 +32,9 @@ pub struct KernelInput {
     /// The layer's stride, padding and dilation when the file records them (the MACs of the
     /// report are then exact instead of assumed).
     pub geometry: Option<Geometry>,
+    /// The layer's input spatial size `(D_1..D_d)` when the caller knows it (a model's shapes):
+    /// its MACs and `require_faster` use it instead of the report's size.
+    pub input_spatial: Option<Vec<usize>>,
     /// A reason the caller already knows for keeping the kernel dense (a grouped convolution, a
     /// weight computed at run time); the policy's own rules are not consulted then.
     pub skip: Option<SkipReason>,
@@ -130,7 +133,8 @@ struct Eligible {
 /// kernels that are not skipped. A kernel is skipped (kept dense, with the reason in its row)
 /// when the caller says so, it is not floating point, is 1x1, has one input channel, matches an
 /// exclude pattern or no include pattern, is below the size minimum, has a `dense` override, or
-/// (with `require_smaller`) would not shrink. Under [`Target::Ratio`], the kernels without an
+/// (with `require_smaller`) would not shrink, or (with `require_faster`) is modelled slower
+/// factorized than dense. Under [`Target::Ratio`], the kernels without an
 /// override share the budget `sum(params) / ratio` minus what the overridden ones hold, with
 /// ranks from [`allocate_ranks`]. `progress` is called before each step. The outcomes are in
 /// the order of `kernels`.
@@ -251,8 +255,18 @@ pub fn compress_kernels(
             skipped[e.index] = Some(SkipReason::NotSmaller { tt_params, params });
             continue;
         }
-        let rel_error = layer_bridge::relative_error(&e.values, &tt)?;
         let macs = macs(k, &tt, options)?;
+        if let Some(m) = macs
+            .as_ref()
+            .filter(|m| policy.require_faster && m.auto == "dense")
+        {
+            skipped[e.index] = Some(SkipReason::Slower {
+                dense_macs: m.dense,
+                factorized_macs: m.factorized,
+            });
+            continue;
+        }
+        let rel_error = layer_bridge::relative_error(&e.values, &tt)?;
         outcomes[e.index] = Some(KernelOutcome {
             report: LayerReport {
                 name: k.layer.clone(),
@@ -287,7 +301,7 @@ pub fn compress_kernels(
 /// The modelled MACs of a compressed kernel at the report's input size, when one is given and
 /// has the kernel's order.
 fn macs(k: &KernelInput, tt: &TtTensor<f32>, options: &ReportOptions) -> Result<Option<Macs>> {
-    let Some(size) = &options.input_spatial else {
+    let Some(size) = k.input_spatial.as_ref().or(options.input_spatial.as_ref()) else {
         return Ok(None);
     };
     if size.len() != k.shape.len() - 2 {

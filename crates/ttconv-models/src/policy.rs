@@ -147,6 +147,10 @@ pub struct Policy {
     pub min_params: usize,
     /// Keep a layer dense when its TT form would not have fewer parameters than the kernel.
     pub require_smaller: bool,
+    /// Keep a layer dense when `Auto` would run it dense at its input size under the report's
+    /// cost constants (its chain modelled slower than the dense convolution); applies to the
+    /// kernels whose input size is known ([`crate::KernelInput::input_spatial`] or the report's).
+    pub require_faster: bool,
 }
 
 impl Default for Policy {
@@ -161,6 +165,7 @@ impl Default for Policy {
             exclude: Vec::new(),
             min_params: 0,
             require_smaller: true,
+            require_faster: false,
         }
     }
 }
@@ -238,6 +243,14 @@ pub enum SkipReason {
     /// The weight is not a constant of the model (computed by the graph, or a graph input that
     /// a caller may override).
     NotConstant,
+    /// The cost model runs the dense convolution faster than the chain at the layer's input
+    /// size.
+    Slower {
+        /// Modelled multiply-adds of the dense convolution (batch 1).
+        dense_macs: u64,
+        /// Those of the factorized chain.
+        factorized_macs: u64,
+    },
     /// The TT form would not be smaller than the kernel.
     NotSmaller {
         /// TT parameters.
@@ -264,6 +277,13 @@ impl std::fmt::Display for SkipReason {
             SkipReason::KeptDense { pattern } => write!(f, "kept dense by `{pattern}`"),
             SkipReason::Grouped { group } => write!(f, "grouped convolution ({group} groups)"),
             SkipReason::NotConstant => write!(f, "weight is not a constant of the model"),
+            SkipReason::Slower {
+                dense_macs,
+                factorized_macs,
+            } => write!(
+                f,
+                "TT modelled slower ({factorized_macs} vs {dense_macs} dense MACs)"
+            ),
             SkipReason::NotSmaller { tt_params, params } => {
                 write!(f, "TT not smaller ({tt_params} >= {params} params)")
             }

@@ -103,7 +103,10 @@ impl Totals {
                 }
                 Outcome::Skipped { reason } => {
                     totals.skipped += 1;
-                    if matches!(reason, SkipReason::NotSmaller { .. }) {
+                    if matches!(
+                        reason,
+                        SkipReason::NotSmaller { .. } | SkipReason::Slower { .. }
+                    ) {
                         totals.eligible_params_before += l.params_before;
                         totals.eligible_params_after += l.params_before;
                     }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use tt_core::{FitOptions, Quadratic, TtTensor, fit_tt};
 use ttconv_models::{DType, Policy, Progress, Report, ReportOptions};
 
-use crate::compress::{Plan, apply, plan, report};
+use crate::compress::{InputShapes, Plan, apply, plan, report};
 use crate::error::{Error, Result};
 use crate::moments::Moments;
 use crate::proto::{ModelProto, TensorProto, ValueInfoProto, data_type, type_proto};
@@ -151,6 +151,33 @@ fn capture(
         .collect()
 }
 
+/// The input shape of every Conv of the main graph on `sample`, by the name of the value it
+/// reads (a run of `model` with those values as extra outputs).
+pub fn conv_input_shapes(
+    runtime: &Runtime,
+    model: &ModelProto,
+    sample: &Sample,
+) -> Result<InputShapes> {
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::invalid("model", "no graph"))?;
+    let mut names: Vec<String> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Conv" && !n.input.is_empty())
+        .map(|n| n.input[0].clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    let values = capture(runtime, model, &names, std::slice::from_ref(sample))?;
+    Ok(names
+        .into_iter()
+        .zip(&values[0])
+        .map(|(n, v)| (n, v.shape().to_vec()))
+        .collect())
+}
+
 /// The kernel `(out, in, k..)` in the TT layout `(in k.., out)`, flattened row-major.
 fn tt_layout(kernel: &ArrayD<f32>) -> Vec<f64> {
     let n = kernel.ndim();
@@ -216,6 +243,7 @@ pub fn compress_calibrated(
     model: &ModelProto,
     policy: &Policy,
     options: &ReportOptions,
+    shapes: &InputShapes,
     runtime: &Runtime,
     samples: &[Sample],
     calibration: &CalibrationOptions,
@@ -232,7 +260,7 @@ pub fn compress_calibrated(
             calibration.alpha
         )));
     }
-    let mut plan = plan(model, policy, options, &mut |_| {})?;
+    let mut plan = plan(model, policy, options, shapes, &mut |_| {})?;
     let root = model.graph.as_ref().expect("planned");
     // Compressed units in graph order (of their first node).
     let mut order: Vec<usize> = (0..plan.units.len())
@@ -341,7 +369,10 @@ pub fn compress_calibrated(
         };
         let original_biases: Vec<Option<Vec<f64>>> = per_site
             .iter()
-            .map(|(_, b)| b.as_ref().map(|b| b.iter().map(|&v| f64::from(v)).collect()))
+            .map(|(_, b)| {
+                b.as_ref()
+                    .map(|b| b.iter().map(|&v| f64::from(v)).collect())
+            })
             .collect();
         let before = output_error(&m_svd, &original_biases);
         let q = Quadratic {
@@ -358,8 +389,7 @@ pub fn compress_calibrated(
         let (fitted_tt, biases): (TtTensor<f64>, Vec<Option<Array1<f32>>>) = match adam {
             Some((steps, lr)) => {
                 let x: Vec<&ArrayD<f32>> = inputs.iter().map(|v| &v[0]).collect();
-                let y: Vec<&ArrayD<f32>> =
-                    targets.iter().map(|v| &v[target_index - 1]).collect();
+                let y: Vec<&ArrayD<f32>> = targets.iter().map(|v| &v[target_index - 1]).collect();
                 let (tt, bias) = adam_fit(
                     plan.units[u].tt.clone().expect("compressed"),
                     per_site[0].1.as_ref().map(|b| Array1::from(b.clone())),
@@ -387,7 +417,10 @@ pub fn compress_calibrated(
         let m_fit = dense_f64(&fitted_tt)?;
         let fitted_biases: Vec<Option<Vec<f64>>> = biases
             .iter()
-            .map(|b| b.as_ref().map(|b| b.iter().map(|&v| f64::from(v)).collect()))
+            .map(|b| {
+                b.as_ref()
+                    .map(|b| b.iter().map(|&v| f64::from(v)).collect())
+            })
             .collect();
         let after = output_error(&m_fit, &fitted_biases);
         let kernel_error = relative(&m_fit, &anchor);
@@ -441,7 +474,10 @@ fn adam_fit(
     let geometry = attrs.resolve(&x[0].shape()[2..])?;
     let g = ttconv_models::Geometry {
         stride: geometry.iter().map(|a| a.stride).collect(),
-        padding: geometry.iter().map(|a| [a.pad_before, a.pad_after]).collect(),
+        padding: geometry
+            .iter()
+            .map(|a| [a.pad_before, a.pad_after])
+            .collect(),
         dilation: geometry.iter().map(|a| a.dilation).collect(),
     };
     let mut layer = ttconv_models::build_layer(tt, bias.as_ref(), Some(&g))?;

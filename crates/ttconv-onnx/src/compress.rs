@@ -213,11 +213,16 @@ impl Plan {
     }
 }
 
+/// Input shapes `(N, C, D..)` of Conv nodes by the name of the value they read (from a run of
+/// the model: ONNX files do not reliably record them).
+pub type InputShapes = HashMap<String, Vec<usize>>;
+
 /// Chooses what becomes of every Conv of `model` under `policy` (see [`compress`]).
 pub(crate) fn plan(
     model: &ModelProto,
     policy: &Policy,
     options: &ReportOptions,
+    shapes: &InputShapes,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Plan> {
     policy.validate()?;
@@ -265,12 +270,31 @@ pub(crate) fn plan(
     let mut kernels: Vec<KernelInput> = Vec::new();
     let mut kernel_sources: Vec<Source> = Vec::new();
     for (u, &s) in units.iter().zip(&first_site) {
+        // With the first node's input size, its geometry is exact even for SAME padding.
+        let site = &sites[s];
+        let input = &graph_at(root, &site.path).node[site.node].input[0];
+        let spatial = shapes
+            .get(input)
+            .filter(|sh| sh.len() == u.sites[0].1.order() + 2)
+            .map(|sh| sh[2..].to_vec());
+        let geometry = match &spatial {
+            Some(sp) => {
+                let g = u.sites[0].1.resolve(sp)?;
+                Some(ttconv_models::Geometry {
+                    stride: g.iter().map(|a| a.stride).collect(),
+                    padding: g.iter().map(|a| [a.pad_before, a.pad_after]).collect(),
+                    dilation: g.iter().map(|a| a.dilation).collect(),
+                })
+            }
+            None => u.sites[0].1.geometry(),
+        };
         kernels.push(KernelInput {
             tensor: u.weight.clone(),
-            layer: sites[s].name.clone(),
+            layer: site.name.clone(),
             shape: dims(u.source.tensor(root))?,
             dtype: u.dtype,
-            geometry: u.sites[0].1.geometry(),
+            geometry,
+            input_spatial: spatial,
             skip: None,
         });
         kernel_sources.push(u.source.clone());
@@ -287,6 +311,7 @@ pub(crate) fn plan(
             shape: dims(t)?,
             dtype: kernel_dtype(t)?,
             geometry: None,
+            input_spatial: None,
             skip: Some(SkipReason::Grouped { group }),
         });
         kernel_sources.push(source);
@@ -428,7 +453,20 @@ pub fn compress(
     options: &ReportOptions,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(ModelProto, Report)> {
-    let plan = plan(model, policy, options, progress)?;
+    compress_at(model, policy, options, &InputShapes::new(), progress)
+}
+
+/// [`compress`] with the Conv input shapes of a run ([`crate::conv_input_shapes`]): each
+/// layer's MACs are then modelled at its own size and exact geometry, and the policy's
+/// `require_faster` applies.
+pub fn compress_at(
+    model: &ModelProto,
+    policy: &Policy,
+    options: &ReportOptions,
+    shapes: &InputShapes,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<(ModelProto, Report)> {
+    let plan = plan(model, policy, options, shapes, progress)?;
     let out = apply(model, &plan, &vec![true; plan.units.len()])?;
     let report = report(&plan, model, &out);
     Ok((out, report))

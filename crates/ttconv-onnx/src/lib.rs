@@ -26,9 +26,11 @@ mod runtime;
 pub mod tensor;
 mod verify;
 
-pub use calibrate::{CalibrationOptions, FitMethod, LayerFit, Sample, compress_calibrated};
+pub use calibrate::{
+    CalibrationOptions, FitMethod, LayerFit, Sample, compress_calibrated, conv_input_shapes,
+};
 pub use check::{check_model, duplicate_node_names};
-pub use compress::{compress, parameter_count};
+pub use compress::{InputShapes, compress, compress_at, parameter_count};
 pub use error::{Error, Result};
 pub use export::{EXPORT_OPSET, export_layer, import_layer};
 pub use model::{MAX_MODEL_BYTES, model_to_bytes, parse_model, read_model, write_model};

@@ -148,6 +148,7 @@ fn fitting_lowers_the_held_out_error_of_a_compressed_cnn() {
         &original,
         &policy,
         &ReportOptions::default(),
+        &ttconv_onnx::InputShapes::new(),
         &rt,
         &calib,
         &CalibrationOptions::default(),

@@ -376,3 +376,48 @@ fn a_graph_input_that_is_also_an_output_is_read_back() {
         .unwrap();
     assert_eq!(common::output(&outputs, "x"), x);
 }
+
+/// With the Conv input shapes known, each layer's MACs are modelled at its own size, and
+/// `require_faster` keeps dense what the cost model runs faster dense.
+#[test]
+fn input_shapes_give_exact_macs_and_the_speed_rule() {
+    let m = shared_weight_model();
+    let shapes = ttconv_onnx::InputShapes::from([
+        ("x".to_string(), vec![1, 4, 9, 9]),
+        ("ra".to_string(), vec![1, 4, 9, 9]),
+    ]);
+    // Full rank is never faster than dense: kept, with the reason.
+    let policy = Policy {
+        require_faster: true,
+        ..full_rank()
+    };
+    let (out, report) =
+        ttconv_onnx::compress_at(&m, &policy, &ReportOptions::default(), &shapes, &mut |_| {})
+            .unwrap();
+    assert_eq!(out, m, "{}", report.to_table());
+    assert!(matches!(
+        &report.layers[0].outcome,
+        Outcome::Skipped { reason: SkipReason::Slower { dense_macs, factorized_macs } }
+            if factorized_macs > dense_macs
+    ));
+    // Rank 1: compressed, with MACs at the given size and the geometry not assumed.
+    let policy = Policy {
+        target: Target::PerLayer(RankRule::parse("1").unwrap()),
+        require_faster: true,
+        ..Policy::default()
+    };
+    let (_, report) =
+        ttconv_onnx::compress_at(&m, &policy, &ReportOptions::default(), &shapes, &mut |_| {})
+            .unwrap();
+    match &report.layers[0].outcome {
+        Outcome::Compressed {
+            macs: Some(macs), ..
+        } => {
+            assert_eq!(macs.input_spatial, vec![9, 9]);
+            assert!(!macs.geometry_assumed);
+            // 4x4x3x3 at 9x9, stride 1, pads 1: 4*4*9 taps * 81 positions.
+            assert_eq!(macs.dense, 4 * 4 * 9 * 81);
+        }
+        other => panic!("{other:?}"),
+    }
+}
