@@ -240,6 +240,11 @@ pub enum SkipReason {
         /// The number of groups.
         group: usize,
     },
+    /// A convolution of more spatial modes than the layer supports (1 to 4).
+    TooManyModes {
+        /// Its number of spatial modes.
+        order: usize,
+    },
     /// The weight is not a constant of the model (computed by the graph, or a graph input that
     /// a caller may override).
     NotConstant,
@@ -277,6 +282,9 @@ impl std::fmt::Display for SkipReason {
             SkipReason::KeptDense { pattern } => write!(f, "kept dense by `{pattern}`"),
             SkipReason::Grouped { group } => write!(f, "grouped convolution ({group} groups)"),
             SkipReason::NotConstant => write!(f, "weight is not a constant of the model"),
+            SkipReason::TooManyModes { order } => {
+                write!(f, "{order} spatial modes (1 to 4 are factorized)")
+            }
             SkipReason::Slower {
                 dense_macs,
                 factorized_macs,

@@ -238,13 +238,20 @@ pub(crate) fn plan(
     let mut grouped: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for (s, site) in sites.iter().enumerate() {
         let Some(source) = &site.source else {
-            rows.push((s, not_constant_row(site)));
+            rows.push((s, skipped_row(site, Vec::new(), SkipReason::NotConstant)));
             continue;
         };
         let t = source.tensor(root);
         let shape = dims(t)?;
         let node = &graph_at(root, &site.path).node[site.node];
         let attrs = ConvAttrs::parse(node, &shape)?;
+        if attrs.order() > 4 {
+            let reason = SkipReason::TooManyModes {
+                order: attrs.order(),
+            };
+            rows.push((s, skipped_row(site, shape, reason)));
+            continue;
+        }
         if attrs.group != 1 {
             grouped
                 .entry(site.weight.clone())
@@ -486,16 +493,20 @@ fn kernel_dtype(t: &TensorProto) -> Result<ttconv_models::DType> {
     })
 }
 
-fn not_constant_row(site: &Site) -> LayerReport {
+/// The row of a Conv kept as it was for `reason`, its kernel of `shape` (empty when unknown).
+fn skipped_row(site: &Site, shape: Vec<usize>, reason: SkipReason) -> LayerReport {
+    let params = if shape.is_empty() {
+        0
+    } else {
+        shape.iter().product()
+    };
     LayerReport {
         name: site.name.clone(),
         tensor: site.weight.clone(),
-        kernel_shape: Vec::new(),
-        params_before: 0,
-        params_after: 0,
-        outcome: Outcome::Skipped {
-            reason: SkipReason::NotConstant,
-        },
+        kernel_shape: shape,
+        params_before: params,
+        params_after: params,
+        outcome: Outcome::Skipped { reason },
     }
 }
 

@@ -1,8 +1,6 @@
 //! Malformed and hostile ONNX files give errors, never panics.
 
-mod common;
-
-use common::{ConvCase, golden_dir};
+use crate::common::{ConvCase, golden_dir};
 use proptest::prelude::*;
 use ttconv_models::{Policy, ReportOptions};
 use ttconv_onnx::conv::AutoPad;
@@ -216,7 +214,7 @@ fn deeply_nested_subgraphs_are_refused_without_overflowing_the_stack() {
             ..GraphProto::default()
         };
     }
-    let m = common::model(g);
+    let m = crate::common::model(g);
     let bytes = model_to_bytes(&m);
     assert!(matches!(parse_model(&bytes), Err(Error::Decode(_))));
 }

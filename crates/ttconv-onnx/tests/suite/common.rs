@@ -1,6 +1,5 @@
 //! Shared helpers of the ttconv-onnx tests: ONNX Runtime when it is installed, small models built
 //! in code, and an evaluator of Conv-only graphs on the layer crate's direct oracle.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 

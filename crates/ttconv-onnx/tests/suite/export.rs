@@ -1,9 +1,7 @@
 //! `TtConv` -> ONNX -> `TtConv`: the exported chain computes the layer's forward in ONNX
 //! Runtime, and import gives the same layer back.
 
-mod common;
-
-use common::{random, rel_error, runtime};
+use crate::common::{random, rel_error, runtime};
 use proptest::prelude::*;
 use ttconv::{Padding, RankSpec, TtConv, TtConvConfig};
 use ttconv_cpu::CpuBackend;
@@ -112,7 +110,7 @@ fn the_exported_model_computes_the_layers_forward() {
             let x = l.input();
             let want = layer.forward(&cpu, x.view()).unwrap();
             let bytes = model_to_bytes(&export_layer(&layer).unwrap());
-            let got = common::output(
+            let got = crate::common::output(
                 &rt.run(&bytes, &[("x".to_string(), Value::F32(x))]).unwrap(),
                 "y",
             );
@@ -126,7 +124,7 @@ fn the_exported_model_computes_the_layers_forward() {
 /// A Conv compressed inside a larger model reads back as a layer with the same output.
 #[test]
 fn a_compressed_one_conv_model_imports_as_its_layer() {
-    let c = common::ConvCase {
+    let c = crate::common::ConvCase {
         batch: 1,
         cin: 3,
         cout: 5,
@@ -149,14 +147,14 @@ fn a_compressed_one_conv_model_imports_as_its_layer() {
     let layer = import_layer(&compressed).unwrap();
     let x = c.x();
     let y = layer.forward(&CpuBackend::new(), x.view()).unwrap();
-    let want = common::eval_convs(&c.model(), &x);
+    let want = crate::common::eval_convs(&c.model(), &x);
     let e = rel_error(&want, &y);
     assert!(e < 1e-5, "{e:.3e}");
 }
 
 #[test]
 fn graphs_that_are_not_a_chain_are_refused() {
-    let c = common::ConvCase {
+    let c = crate::common::ConvCase {
         batch: 1,
         cin: 3,
         cout: 5,

@@ -1,11 +1,9 @@
 //! The two real models of `tests/golden/onnx` (basic-pitch, silero-vad): read and written back
 //! without loss, compressed, and (with ONNX Runtime) run against the original.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::{golden_dir, runtime};
+use crate::common::{golden_dir, runtime};
 use ttconv_models::{Outcome, Policy, RankRule, ReportOptions, SkipReason, Target};
 use ttconv_onnx::{
     compress, model_to_bytes, parameter_count, parse_model, random_inputs, read_model, verify,

@@ -1,9 +1,7 @@
 //! The rewrite on whole graphs: shared weights, `Constant` weights, subgraphs, what is skipped
 //! and why, and everything else kept as it was.
 
-mod common;
-
-use common::{
+use crate::common::{
     ConvCase, initializer, model, random, rel_error, runtime, untyped_output, value_info,
 };
 use ttconv_models::{Outcome, Policy, RankRule, ReportOptions, SkipReason, Target};
@@ -136,7 +134,10 @@ fn a_shared_weight_is_decomposed_once_and_its_cores_are_shared() {
     let want = rt.run(&model_to_bytes(&original), &feed).unwrap();
     let got = rt.run(&model_to_bytes(&out), &feed).unwrap();
     for name in ["yb", "yc"] {
-        let e = rel_error(&common::output(&want, name), &common::output(&got, name));
+        let e = rel_error(
+            &crate::common::output(&want, name),
+            &crate::common::output(&got, name),
+        );
         assert!(e < 1e-5, "{name}: {e:.3e}");
     }
 }
@@ -186,8 +187,8 @@ fn a_weight_in_a_constant_node_is_compressed_and_the_constant_removed() {
     assert_eq!(g.initializer.len(), 4 + 1);
     let x = c.x();
     let e = rel_error(
-        &common::eval_convs(&c.model(), &x),
-        &common::eval_convs(&out, &x),
+        &crate::common::eval_convs(&c.model(), &x),
+        &crate::common::eval_convs(&out, &x),
     );
     assert!(e < 1e-5, "{e:.3e}");
 }
@@ -351,8 +352,8 @@ fn convs_inside_if_branches_are_compressed_with_the_cores_in_the_enclosing_graph
             model_to_bytes(&m)
         };
         let feed = vec![("x".to_string(), Value::F32(random(&[1, 3, 8, 8], 12)))];
-        let want = common::output(&rt.run(&fixed(&original), &feed).unwrap(), "y");
-        let got = common::output(&rt.run(&fixed(&out), &feed).unwrap(), "y");
+        let want = crate::common::output(&rt.run(&fixed(&original), &feed).unwrap(), "y");
+        let got = crate::common::output(&rt.run(&fixed(&out), &feed).unwrap(), "y");
         let e = rel_error(&want, &got);
         assert!(e < 1e-5, "cond {cond}: {e:.3e}");
     }
@@ -374,7 +375,7 @@ fn a_graph_input_that_is_also_an_output_is_read_back() {
             &[("x".to_string(), Value::F32(x.clone()))],
         )
         .unwrap();
-    assert_eq!(common::output(&outputs, "x"), x);
+    assert_eq!(crate::common::output(&outputs, "x"), x);
 }
 
 /// With the Conv input shapes known, each layer's MACs are modelled at its own size, and
@@ -420,4 +421,32 @@ fn input_shapes_give_exact_macs_and_the_speed_rule() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A 5-D convolution (beyond the layer's 4 spatial modes) is kept with its reason, not an error
+/// for the whole model.
+#[test]
+fn a_conv_of_five_spatial_modes_is_kept() {
+    let c = ConvCase {
+        batch: 1,
+        cin: 2,
+        cout: 2,
+        kernel: vec![2, 1, 1, 1, 1],
+        input: vec![3, 2, 2, 2, 2],
+        strides: vec![1; 5],
+        dilations: vec![1; 5],
+        pads: vec![[0, 0]; 5],
+        auto_pad: AutoPad::NotSet,
+        bias: false,
+        seed: 4,
+    };
+    let m = c.model();
+    let (out, report) = compress(&m, &full_rank(), &ReportOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!(out, m);
+    assert!(matches!(
+        &report.layers[0].outcome,
+        Outcome::Skipped {
+            reason: SkipReason::TooManyModes { order: 5 }
+        }
+    ));
 }

@@ -1,9 +1,7 @@
 //! Data-aware fitting on a synthetic three-layer CNN: smooth (spatially correlated) inputs, as
 //! images are, so that the layers' activations have the structure fitting exploits.
 
-mod common;
-
-use common::{initializer, model, runtime, untyped_output, value_info};
+use crate::common::{initializer, model, runtime, untyped_output, value_info};
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use ttconv_models::{Policy, ReportOptions, Target};

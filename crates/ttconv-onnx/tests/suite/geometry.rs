@@ -5,9 +5,7 @@
 //! Two references: the layer crate's direct oracle evaluating both graphs node by node (always
 //! runs), and ONNX Runtime running both models (when its library is installed).
 
-mod common;
-
-use common::{ConvCase, eval_convs, rel_error, runtime};
+use crate::common::{ConvCase, eval_convs, rel_error, runtime};
 use proptest::prelude::*;
 use ttconv_models::{Policy, RankRule, ReportOptions, Target};
 use ttconv_onnx::conv::AutoPad;
@@ -135,14 +133,15 @@ fn the_chain_reproduces_the_conv_in_onnx_runtime() {
             let x = c.x();
             let feed = vec![("x".to_string(), Value::F32(x.clone()))];
             let want = match rt.run(&model_to_bytes(&original), &feed) {
-                Ok(w) => common::output(&w, "y"),
+                Ok(w) => crate::common::output(&w, "y"),
                 Err(e) => {
                     refused.set(refused.get() + 1);
                     println!("refused: {c:?}: {e}");
                     return Ok(());
                 }
             };
-            let got = common::output(&rt.run(&model_to_bytes(&compressed), &feed).unwrap(), "y");
+            let got =
+                crate::common::output(&rt.run(&model_to_bytes(&compressed), &feed).unwrap(), "y");
             let oracle = eval_convs(&original, &x);
             let (e, e_oracle) = (rel_error(&want, &got), rel_error(&oracle, &want));
             prop_assert!(e < 1e-5, "runtime: relative error {e:.3e} for {c:?}");
