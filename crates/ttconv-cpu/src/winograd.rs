@@ -47,7 +47,7 @@ impl Winograd {
             .geometry
             .iter()
             .all(|g| g.stride == 1 && g.dilation == 1);
-        if shape.kernel != [3, 3] || !unit || shape.out_spatial.iter().any(|&o| o == 0) {
+        if shape.kernel != [3, 3] || !unit || shape.out_spatial.contains(&0) {
             return None;
         }
         let out = [shape.out_spatial[0], shape.out_spatial[1]];
