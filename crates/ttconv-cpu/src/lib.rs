@@ -36,7 +36,6 @@ mod taps;
 #[cfg(test)]
 mod test_support;
 mod weights;
-mod winograd;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use ttconv::{AxisGeometry, Backend, FactorizedProgram, Result, StepWeights};
@@ -260,23 +259,16 @@ impl Backend for CpuBackend {
         let kmat = kernel_matrix(kernel)?;
         let x = check::flat(&x)?;
         let path = self.options.dense;
-        let direct = (matches!(path, DenseAlgorithm::Auto | DenseAlgorithm::Winograd)
-            && !geo.is_pointwise())
-        .then(|| direct::Direct::new(&dense, self.simd()))
-        .flatten()
-        .filter(|p| p.grid_ratio() <= MAX_DIRECT_GRID_RATIO);
+        let direct = (path == DenseAlgorithm::Auto && !geo.is_pointwise())
+            .then(|| direct::Direct::new(&dense, self.simd()))
+            .flatten()
+            .filter(|p| p.grid_ratio() <= MAX_DIRECT_GRID_RATIO);
         let rows_only = (matches!(path, DenseAlgorithm::Auto | DenseAlgorithm::Rows)
             && !geo.is_pointwise())
         .then(|| row_im2col::RowIm2col::new(&dense))
         .flatten();
-        let winograd = (path == DenseAlgorithm::Winograd)
-            .then(|| winograd::Winograd::new(&dense))
-            .flatten();
         let out_sp = &dense.out_spatial;
-        let y = if let Some(plan) = winograd {
-            let u = kernel.winograd_with(|| winograd::transform_kernel(kmat));
-            winograd::forward(x, u, ks[0], bias, &plan)
-        } else if let Some(plan) = direct {
+        let y = if let Some(plan) = direct {
             let packed = kernel.packed_with(|| direct::pack_weights(kmat));
             direct::forward(x, packed, ks[0], bias, &plan)
         } else if let Some(plan) = rows_only {

@@ -12,9 +12,6 @@ pub enum DenseAlgorithm {
     Rows,
     /// The full im2col (`conv_dense.rs`) followed by one GEMM per block.
     Im2col,
-    /// Winograd F(2x2, 3x3) (`winograd.rs`) where it applies (2-D, 3x3, stride 1, dilation 1),
-    /// else [`Self::Auto`]'s choice.
-    Winograd,
 }
 
 /// The highest SIMD level the backend's own kernels (the fused chain's GEMM; the direct dense

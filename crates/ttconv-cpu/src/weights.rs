@@ -15,8 +15,6 @@ pub struct CpuWeights {
     data: ArrayD<f32>,
     /// A dense kernel packed for the direct convolution (see `direct.rs`).
     packed: OnceLock<Vec<f32>>,
-    /// A 3x3 kernel in Winograd's transform domain (see `winograd.rs`).
-    winograd: OnceLock<Vec<f32>>,
 }
 
 impl PartialEq for CpuWeights {
@@ -31,7 +29,6 @@ impl CpuWeights {
         Self {
             data: w.as_standard_layout().into_owned(),
             packed: OnceLock::new(),
-            winograd: OnceLock::new(),
         }
     }
 
@@ -56,10 +53,5 @@ impl CpuWeights {
     /// on first use and kept: the data never changes, so neither does the packing.
     pub(crate) fn packed_with(&self, f: impl FnOnce() -> Vec<f32>) -> &[f32] {
         self.packed.get_or_init(f)
-    }
-
-    /// This 3x3 kernel in Winograd's transform domain, computed by `f` on first use and kept.
-    pub(crate) fn winograd_with(&self, f: impl FnOnce() -> Vec<f32>) -> &[f32] {
-        self.winograd.get_or_init(f)
     }
 }

@@ -52,9 +52,8 @@ Runs the benchmark parts, prints one table per part and writes target/bench/<par
                  Without --anchors the bench prints what it measured and no verdict.
   --python PATH  the interpreter that creates that environment (default python3)
   --cpu-dense ALGORITHM
-                 the CPU backend's dense forward: auto (default), rows (last-axis im2col),
-                 im2col (full im2col) or winograd (F(2x2,3x3) where it applies), for A/B
-                 timing
+                 the CPU backend's dense forward: auto (default), rows (last-axis im2col)
+                 or im2col (full im2col), for A/B timing
   --unfused      the CPU backend runs the factorized program's steps one primitive at a
                  time instead of its fused forward, for A/B timing
   --simd LEVEL   cap the CPU backend's own kernels (fused chain, direct dense): auto
@@ -171,10 +170,9 @@ fn cpu_options(args: &mut Args) -> Result<ttconv_cpu::CpuOptions, UsageError> {
         None | Some("auto") => DenseAlgorithm::Auto,
         Some("rows") => DenseAlgorithm::Rows,
         Some("im2col") => DenseAlgorithm::Im2col,
-        Some("winograd") => DenseAlgorithm::Winograd,
         Some(other) => {
             return Err(UsageError(format!(
-                "--cpu-dense takes auto, rows, im2col or winograd, got `{other}`"
+                "--cpu-dense takes auto, rows or im2col, got `{other}`"
             )));
         }
     };
