@@ -214,11 +214,22 @@ fn constant_bias(model: &ModelProto, name: &str) -> Option<Result<Vec<f32>>> {
     Some(to_f32(t).map(|a| a.iter().copied().collect()))
 }
 
+/// The longest patch (`in k_1..k_d`) fitted: the patch moments hold `m^2` f64 (512 MiB at
+/// this limit) a few times over.
+pub const MAX_PATCH: usize = 8192;
+
 /// Why unit `u` cannot be fitted, if it cannot.
 fn unfit_reason(model: &ModelProto, plan: &Plan, u: usize) -> Option<String> {
     let unit = &plan.units[u];
     if unit.dtype != DType::F32 {
         return Some(format!("{} weight (f32 only)", unit.dtype));
+    }
+    let shape = crate::tensor::dims(plan.weight(model, u)).ok()?;
+    let m: usize = shape[1..].iter().product();
+    if m > MAX_PATCH {
+        return Some(format!(
+            "patches of {m} values (in x kernel), above the {MAX_PATCH} fitted"
+        ));
     }
     for (s, _) in &unit.sites {
         let (path, node) = plan.site(*s);

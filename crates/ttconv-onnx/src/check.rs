@@ -34,6 +34,13 @@ fn check_graph(g: &GraphProto, outer: &HashSet<String>, where_: &str) -> Result<
     for v in &g.input {
         defined.insert(v.name.clone());
     }
+    for t in g
+        .sparse_initializer
+        .iter()
+        .filter_map(|t| t.values.as_ref())
+    {
+        defined.insert(t.name.clone());
+    }
     let mut produced: HashSet<&str> = HashSet::new();
     for (n, node) in g.node.iter().enumerate() {
         let label = || {

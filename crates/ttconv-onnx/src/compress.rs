@@ -14,15 +14,13 @@ use crate::chain::{ChainNames, chain_nodes, chain_weights};
 use crate::check::{check_model, duplicate_node_names};
 use crate::conv::ConvAttrs;
 use crate::error::{Error, Result};
-use crate::graph::{
-    GraphPath, NameSet, all_names, for_each_graph, for_each_graph_mut, graph_at, graph_at_mut,
-    reads,
-};
+use crate::graph::{GraphPath, NameSet, all_names, for_each_graph, graph_at, graph_at_mut};
 use crate::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::tensor::{any_dtype, dims, to_f32};
 
-/// Where a constant tensor is defined.
-#[derive(Clone, Debug)]
+/// Where a constant tensor is defined (its identity: two Convs share a weight when they read
+/// the same definition, not merely the same name).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Source {
     /// `initializer[index]` of the graph at the path.
     Initializer(GraphPath, usize),
@@ -40,13 +38,19 @@ impl Source {
     fn tensor<'a>(&self, root: &'a GraphProto) -> &'a TensorProto {
         match self {
             Source::Initializer(p, i) => &graph_at(root, p).initializer[*i],
-            Source::Constant(p, n) => graph_at(root, p).node[*n]
-                .attribute
-                .iter()
-                .find(|a| a.name == "value")
-                .and_then(|a| a.t.as_ref())
+            Source::Constant(p, n) => constant_value(&graph_at(root, p).node[*n])
                 .expect("a Constant source has a tensor value"),
         }
+    }
+}
+
+/// The tensor of a `Constant` node of the ONNX domain with one output and exactly one
+/// attribute, a tensor `value` (the other forms, `value_float` etc., are not Conv weights).
+fn constant_value(node: &NodeProto) -> Option<&TensorProto> {
+    let is_constant = node.op_type == "Constant" && is_onnx_domain(&node.domain);
+    match (is_constant, node.output.len(), node.attribute.as_slice()) {
+        (true, 1, [a]) if a.name == "value" => a.t.as_ref(),
+        _ => None,
     }
 }
 
@@ -59,26 +63,33 @@ struct Site {
     source: Option<Source>,
 }
 
-/// The constants a graph defines: its initializers (but not those that are also graph inputs:
-/// a caller may override them) and the outputs of its `Constant` nodes with a tensor `value`.
-fn constants(g: &GraphProto, path: &GraphPath) -> HashMap<String, Source> {
-    let inputs: std::collections::HashSet<&str> = g.input.iter().map(|v| v.name.as_str()).collect();
-    let mut map = HashMap::new();
+/// Every name a graph defines, with its source when it is a constant: initializers (unless
+/// also a graph input, which a caller may override; before IR version 4 every initializer was
+/// listed as an input, so there `listed` is true and the listing does not count), `Constant`
+/// values; graph inputs, sparse initializers and other nodes' outputs are definitions that are
+/// not constants.
+fn definitions(g: &GraphProto, path: &GraphPath, listed: bool) -> HashMap<String, Option<Source>> {
+    let mut map: HashMap<String, Option<Source>> = HashMap::new();
+    for v in &g.input {
+        map.insert(v.name.clone(), None);
+    }
     for (i, t) in g.initializer.iter().enumerate() {
-        if !inputs.contains(t.name.as_str()) {
-            map.insert(t.name.clone(), Source::Initializer(path.clone(), i));
+        if listed || !map.contains_key(&t.name) {
+            map.insert(t.name.clone(), Some(Source::Initializer(path.clone(), i)));
+        }
+    }
+    for t in &g.sparse_initializer {
+        if let Some(v) = &t.values {
+            map.insert(v.name.clone(), None);
         }
     }
     for (n, node) in g.node.iter().enumerate() {
-        let is_constant = node.op_type == "Constant" && is_onnx_domain(&node.domain);
-        if is_constant
-            && node.output.len() == 1
-            && node
-                .attribute
-                .iter()
-                .any(|a| a.name == "value" && a.t.is_some())
-        {
-            map.insert(node.output[0].clone(), Source::Constant(path.clone(), n));
+        let constant = constant_value(node).is_some();
+        for o in node.output.iter().filter(|o| !o.is_empty()) {
+            map.insert(
+                o.clone(),
+                constant.then(|| Source::Constant(path.clone(), n)),
+            );
         }
     }
     map
@@ -90,21 +101,29 @@ fn is_onnx_domain(domain: &str) -> bool {
 
 /// Every Conv node, with its weight's source when the weight is a constant visible from it.
 fn sites(model: &ModelProto) -> Vec<Site> {
-    let mut scopes: Vec<(GraphPath, HashMap<String, Source>)> = Vec::new();
+    let mut scopes: Vec<(GraphPath, HashMap<String, Option<Source>>)> = Vec::new();
     let mut out = Vec::new();
     for_each_graph(model, &mut |path, g| {
         // Scopes of graphs that are not ancestors of this one are left behind.
         scopes.retain(|(p, _)| p.len() < path.len() && path.starts_with(p));
-        scopes.push((path.clone(), constants(g, path)));
+        scopes.push((path.clone(), definitions(g, path, model.ir_version < 4)));
         for (n, node) in g.node.iter().enumerate() {
-            if node.op_type != "Conv" || !is_onnx_domain(&node.domain) || node.input.len() < 2 {
+            // A Conv without its input, weight or one output is not rewritten (and a model
+            // with one fails `check_model` or runs nowhere).
+            let complete = node.input.len() >= 2
+                && !node.input[0].is_empty()
+                && node.output.len() == 1
+                && !node.output[0].is_empty();
+            if node.op_type != "Conv" || !is_onnx_domain(&node.domain) || !complete {
                 continue;
             }
             let weight = node.input[1].clone();
+            // The innermost definition of the name decides, constant or not.
             let source = scopes
                 .iter()
                 .rev()
-                .find_map(|(_, m)| m.get(&weight).cloned());
+                .find_map(|(_, m)| m.get(&weight).cloned())
+                .flatten();
             out.push(Site {
                 path: path.clone(),
                 node: n,
@@ -121,22 +140,27 @@ fn sites(model: &ModelProto) -> Vec<Site> {
     out
 }
 
-/// Elements of every constant tensor of the model (initializers and `Constant` values).
+/// Elements of every constant tensor of the model (initializers and `Constant` values),
+/// saturating at `usize::MAX` (the dims of a tensor nobody reads are not checked elsewhere).
 pub fn parameter_count(model: &ModelProto) -> usize {
-    let mut n = 0usize;
+    let mut n = 0u128;
     for_each_graph(model, &mut |_, g| {
-        let count = |t: &TensorProto| t.dims.iter().map(|&d| d.max(0) as usize).product::<usize>();
-        n += g.initializer.iter().map(count).sum::<usize>();
-        for node in g.node.iter().filter(|n| n.op_type == "Constant") {
-            n += node
-                .attribute
+        let count = |t: &TensorProto| {
+            t.dims
                 .iter()
-                .filter_map(|a| a.t.as_ref())
-                .map(count)
-                .sum::<usize>();
+                .map(|&d| d.max(0) as u128)
+                .fold(1u128, |a, b| a.saturating_mul(b))
+        };
+        for t in &g.initializer {
+            n = n.saturating_add(count(t));
+        }
+        for node in g.node.iter().filter(|n| n.op_type == "Constant") {
+            for t in node.attribute.iter().filter_map(|a| a.t.as_ref()) {
+                n = n.saturating_add(count(t));
+            }
         }
     });
-    n
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// A group of Conv nodes reading one weight, decomposed once.
@@ -235,7 +259,7 @@ pub(crate) fn plan(
     let mut rows: Vec<(usize, LayerReport)> = Vec::new();
     let mut units: Vec<Unit> = Vec::new();
     let mut first_site: Vec<usize> = Vec::new();
-    let mut grouped: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut grouped: BTreeMap<Source, (usize, usize)> = BTreeMap::new();
     for (s, site) in sites.iter().enumerate() {
         let Some(source) = &site.source else {
             rows.push((s, skipped_row(site, Vec::new(), SkipReason::NotConstant)));
@@ -253,12 +277,10 @@ pub(crate) fn plan(
             continue;
         }
         if attrs.group != 1 {
-            grouped
-                .entry(site.weight.clone())
-                .or_insert((s, attrs.group));
+            grouped.entry(source.clone()).or_insert((s, attrs.group));
             continue;
         }
-        match units.iter_mut().find(|u| u.weight == site.weight) {
+        match units.iter_mut().find(|u| &u.source == source) {
             Some(u) => u.sites.push((s, attrs)),
             None => {
                 units.push(Unit {
@@ -306,14 +328,10 @@ pub(crate) fn plan(
         });
         kernel_sources.push(u.source.clone());
     }
-    for (weight, &(s, group)) in &grouped {
-        let source = sites[s]
-            .source
-            .clone()
-            .expect("grouped sites have a source");
+    for (source, &(s, group)) in &grouped {
         let t = source.tensor(root);
         kernels.push(KernelInput {
-            tensor: weight.clone(),
+            tensor: sites[s].weight.clone(),
             layer: sites[s].name.clone(),
             shape: dims(t)?,
             dtype: kernel_dtype(t)?,
@@ -321,7 +339,7 @@ pub(crate) fn plan(
             input_spatial: None,
             skip: Some(SkipReason::Grouped { group }),
         });
-        kernel_sources.push(source);
+        kernel_sources.push(source.clone());
         first_site.push(s);
     }
     // A weight that cannot be decoded stops the run with this crate's error, kept here while
@@ -374,7 +392,7 @@ pub(crate) fn apply(model: &ModelProto, plan: &Plan, active: &[bool]) -> Result<
     let mut names = NameSet::new(all_names(model));
     let mut replacements: Vec<(GraphPath, usize, Vec<NodeProto>)> = Vec::new();
     let mut new_tensors: Vec<(GraphPath, Vec<TensorProto>)> = Vec::new();
-    let mut compressed_weights: Vec<String> = Vec::new();
+    let mut compressed_weights: Vec<(GraphPath, String)> = Vec::new();
     for (u, unit) in plan.units.iter().enumerate() {
         let Some(tt) = unit.tt.as_ref().filter(|_| active.get(u) == Some(&true)) else {
             continue;
@@ -395,7 +413,7 @@ pub(crate) fn apply(model: &ModelProto, plan: &Plan, active: &[bool]) -> Result<
                 new_tensors.push((site.path.clone(), vec![t]));
                 if let Some(old) = node.input.get(2).filter(|b| !b.is_empty()) {
                     // Removed below when no other node reads it.
-                    compressed_weights.push(old.clone());
+                    compressed_weights.push((site.path.clone(), old.clone()));
                 }
                 node.input.resize(2, String::new());
                 node.input.push(name);
@@ -407,11 +425,18 @@ pub(crate) fn apply(model: &ModelProto, plan: &Plan, active: &[bool]) -> Result<
                 chain_nodes(&node, attrs, &weight_names, &chain),
             ));
         }
-        compressed_weights.push(unit.weight.clone());
+        compressed_weights.push((unit.source.owner().clone(), unit.weight.clone()));
     }
+    let ir_version = out.ir_version;
     let graph = out.graph.as_mut().expect("checked above");
+    // Before IR version 4 every initializer is also a graph input.
+    let listed = ir_version < 4;
     for (path, tensors) in new_tensors {
-        graph_at_mut(graph, &path).initializer.extend(tensors);
+        let g = graph_at_mut(graph, &path);
+        if listed {
+            g.input.extend(tensors.iter().map(initializer_input));
+        }
+        g.initializer.extend(tensors);
     }
     replacements.sort_by_key(|(path, node, _)| std::cmp::Reverse((path.len(), *node)));
     for (path, node, chain) in replacements {
@@ -532,24 +557,73 @@ fn chain_names(
     }
 }
 
-/// Removes the compressed weights that nothing reads any more (with their graph-input and
-/// value_info entries), and `Constant` nodes whose value nothing reads.
-fn remove_unread(model: &mut ModelProto, weights: &[String]) {
-    let read = reads(model);
-    let dead: std::collections::HashSet<&str> = weights
-        .iter()
-        .map(|w| w.as_str())
-        .filter(|w| !read.contains_key(*w))
-        .collect();
-    if dead.is_empty() {
+/// Removes each `(path, name)` that nothing reads any more: the definition of `name` in the
+/// innermost graph on `path` that defines it (an initializer, with its graph-input and
+/// value_info entries, or a `Constant` node), when no node of that graph or of its subgraphs
+/// reads the name. Other graphs are not touched: a name there is another tensor.
+fn remove_unread(model: &mut ModelProto, items: &[(GraphPath, String)]) {
+    let Some(root) = model.graph.as_mut() else {
         return;
+    };
+    for (path, name) in items {
+        let defines = |g: &GraphProto| {
+            g.initializer.iter().any(|t| &t.name == name)
+                || g.node
+                    .iter()
+                    .any(|n| n.op_type == "Constant" && n.output.first() == Some(name))
+        };
+        let Some(depth) = (0..=path.len())
+            .rev()
+            .find(|&k| defines(graph_at(root, &path[..k])))
+        else {
+            continue;
+        };
+        let g = graph_at_mut(root, &path[..depth]);
+        if reads_below(g).contains(name.as_str()) {
+            continue;
+        }
+        g.initializer.retain(|t| &t.name != name);
+        g.input.retain(|v| &v.name != name);
+        g.value_info.retain(|v| &v.name != name);
+        g.node
+            .retain(|n| !(n.op_type == "Constant" && n.output.first() == Some(name)));
     }
-    for_each_graph_mut(model, &mut |g| {
-        g.initializer.retain(|t| !dead.contains(t.name.as_str()));
-        g.input.retain(|v| !dead.contains(v.name.as_str()));
-        g.value_info.retain(|v| !dead.contains(v.name.as_str()));
-        g.node.retain(|n| {
-            !(n.op_type == "Constant" && n.output.len() == 1 && dead.contains(n.output[0].as_str()))
-        });
-    });
+}
+
+/// Every name read by a node of `g` or of its subgraphs, or by `g`'s outputs.
+fn reads_below(g: &GraphProto) -> std::collections::HashSet<&str> {
+    let mut out: std::collections::HashSet<&str> =
+        g.output.iter().map(|o| o.name.as_str()).collect();
+    for node in &g.node {
+        out.extend(node.input.iter().map(|i| i.as_str()));
+        for (_, sub) in crate::graph::subgraphs(node) {
+            out.extend(reads_below(sub));
+        }
+    }
+    out
+}
+
+/// The graph-input entry of an initializer (its element type and dims).
+fn initializer_input(t: &TensorProto) -> crate::proto::ValueInfoProto {
+    use crate::proto::{Dimension, TensorShapeProto, TypeProto, dimension, type_proto};
+    crate::proto::ValueInfoProto {
+        name: t.name.clone(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: t.data_type,
+                shape: Some(TensorShapeProto {
+                    dim: t
+                        .dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(dimension::Value::DimValue(d)),
+                            ..Dimension::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..TypeProto::default()
+        }),
+        ..crate::proto::ValueInfoProto::default()
+    }
 }

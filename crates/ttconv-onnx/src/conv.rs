@@ -111,9 +111,23 @@ impl ConvAttrs {
         };
         let strides = per_axis("strides")?;
         let dilations = per_axis("dilations")?;
+        // The dilated kernel extent `(k - 1) dil + 1` must be a size (the padding formulas and
+        // the layer's geometry use it).
+        for j in 0..d {
+            let extent = (kernel[j] - 1)
+                .checked_mul(dilations[j])
+                .and_then(|e| e.checked_add(1))
+                .filter(|&e| e <= isize::MAX as usize);
+            if extent.is_none() {
+                return Err(bad(format!(
+                    "kernel {} with dilation {} on axis {j}: the dilated extent overflows",
+                    kernel[j], dilations[j]
+                )));
+            }
+        }
         let auto_pad = match attribute(node, "auto_pad") {
             None => AutoPad::NotSet,
-            Some(a) => match std::str::from_utf8(&a.s).unwrap_or("") {
+            Some(a) => match std::str::from_utf8(&a.s).unwrap_or("(not UTF-8)") {
                 "" | "NOTSET" => AutoPad::NotSet,
                 "SAME_UPPER" => AutoPad::SameUpper,
                 "SAME_LOWER" => AutoPad::SameLower,

@@ -1,7 +1,7 @@
 //! Walking a model's graphs (the main graph and the subgraphs of `If`, `Loop`, `Scan` nodes) and
 //! the names they define.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::proto::{GraphProto, ModelProto, NodeProto};
 
@@ -71,32 +71,17 @@ pub fn for_each_graph(model: &ModelProto, f: &mut dyn FnMut(&GraphPath, &GraphPr
     }
 }
 
-/// Calls `f` on every graph of the model, mutably.
-pub fn for_each_graph_mut(model: &mut ModelProto, f: &mut dyn FnMut(&mut GraphProto)) {
-    fn walk(g: &mut GraphProto, f: &mut dyn FnMut(&mut GraphProto)) {
-        f(g);
-        for node in &mut g.node {
-            for attr in &mut node.attribute {
-                if let Some(sub) = attr.g.as_deref_mut() {
-                    walk(sub, f);
-                }
-                for sub in &mut attr.graphs {
-                    walk(sub, f);
-                }
-            }
-        }
-    }
-    if let Some(g) = &mut model.graph {
-        walk(g, f);
-    }
-}
-
 /// Every name the model uses (values, initializers, nodes, graph inputs and outputs), so that
 /// new names can avoid them.
 pub fn all_names(model: &ModelProto) -> HashSet<String> {
     let mut names = HashSet::new();
     for_each_graph(model, &mut |_, g| {
         names.extend(g.initializer.iter().map(|t| t.name.clone()));
+        names.extend(
+            g.sparse_initializer
+                .iter()
+                .filter_map(|t| t.values.as_ref().map(|v| v.name.clone())),
+        );
         names.extend(g.input.iter().chain(&g.output).map(|v| v.name.clone()));
         names.extend(g.value_info.iter().map(|v| v.name.clone()));
         for node in &g.node {
@@ -130,20 +115,4 @@ impl NameSet {
         self.taken.insert(name.clone());
         name
     }
-}
-
-/// How many times each name is read: node inputs and graph outputs, over all graphs.
-pub fn reads(model: &ModelProto) -> HashMap<String, usize> {
-    let mut count = HashMap::new();
-    for_each_graph(model, &mut |_, g| {
-        for node in &g.node {
-            for i in node.input.iter().filter(|i| !i.is_empty()) {
-                *count.entry(i.clone()).or_insert(0) += 1;
-            }
-        }
-        for o in &g.output {
-            *count.entry(o.name.clone()).or_insert(0) += 1;
-        }
-    });
-    count
 }

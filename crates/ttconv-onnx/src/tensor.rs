@@ -85,12 +85,11 @@ pub fn to_f32(t: &TensorProto) -> Result<ArrayD<f32>> {
         _ => 2,
     };
     let values: Vec<f32> = if !t.raw_data.is_empty() {
-        if t.raw_data.len() != n * width {
+        if n.checked_mul(width) != Some(t.raw_data.len()) {
             return Err(Error::invalid(
                 what(),
                 format!(
-                    "dims {shape:?} need {} bytes of {dtype}, raw_data holds {}",
-                    n * width,
+                    "dims {shape:?} need {n} values of {width} bytes ({dtype}), raw_data holds {} bytes",
                     t.raw_data.len()
                 ),
             ));

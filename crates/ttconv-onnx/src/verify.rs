@@ -270,9 +270,15 @@ pub struct Verification {
 }
 
 impl Verification {
-    /// The largest relative error over the outputs.
+    /// The largest relative error over the outputs; NaN when any output's error is NaN.
     pub fn max_rel_error(&self) -> f64 {
-        self.outputs.iter().map(|o| o.rel_error).fold(0.0, f64::max)
+        self.outputs.iter().map(|o| o.rel_error).fold(0.0, |m, e| {
+            if m.is_nan() || e.is_nan() {
+                f64::NAN
+            } else {
+                m.max(e)
+            }
+        })
     }
 }
 

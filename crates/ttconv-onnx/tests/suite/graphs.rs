@@ -450,3 +450,91 @@ fn a_conv_of_five_spatial_modes_is_kept() {
         }
     ));
 }
+
+/// `If` whose branches each hold their own initializer named `w` (and the main graph a third):
+/// three different tensors behind one name, so three decompositions, each branch's chain reading
+/// the cores of its own weight.
+#[test]
+fn weights_are_told_apart_by_their_definition_not_their_name() {
+    let mut m = if_model();
+    let g = m.graph.as_mut().unwrap();
+    // A main-graph Conv reads the outer `w`.
+    g.node.push(conv("outer", "x", "w", "y_outer", &[1, 1]));
+    g.output.push(untyped_output("y_outer"));
+    for (k, attr) in g.node[0].attribute.iter_mut().enumerate() {
+        let branch = attr.g.as_mut().unwrap();
+        branch
+            .initializer
+            .push(initializer("w", &random(&[3, 3, 3, 3], 100 + k as u64)));
+    }
+    let (out, report) = compress(&m, &full_rank(), &ReportOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!(report.totals.compressed, 3, "{}", report.to_table());
+    let g = out.graph.as_ref().unwrap();
+    for attr in &g.node[0].attribute {
+        let branch = attr.g.as_ref().unwrap();
+        let own: Vec<&str> = branch.initializer.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            own.len(),
+            4,
+            "{}: its own 4 cores, the branch's `w` gone: {own:?}",
+            attr.name
+        );
+        for node in &branch.node {
+            assert!(
+                own.contains(&node.input[1].as_str()),
+                "{} reads {}",
+                node.name,
+                node.input[1]
+            );
+        }
+    }
+    // The outer chain reads the outer cores.
+    let outer_cores: Vec<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let outer_chain: Vec<&NodeProto> = g
+        .node
+        .iter()
+        .filter(|n| n.name.starts_with("outer/"))
+        .collect();
+    assert_eq!(outer_chain.len(), 4);
+    for node in outer_chain {
+        assert!(outer_cores.contains(&node.input[1].as_str()));
+    }
+    // Each chain reproduces its own kernel: evaluate the outer one on the oracle.
+    let x = random(&[1, 3, 8, 8], 5);
+    let only_outer = |m: &ModelProto| {
+        let mut m = m.clone();
+        let g = m.graph.as_mut().unwrap();
+        g.node.retain(|n| n.op_type == "Conv");
+        g.output = vec![untyped_output("y_outer")];
+        m
+    };
+    let e = rel_error(
+        &crate::common::eval_convs(&only_outer(&m), &x),
+        &crate::common::eval_convs(&only_outer(&out), &x),
+    );
+    assert!(e < 1e-5, "{e:.3e}");
+}
+
+/// A Conv whose weight name is, in its own graph, a non-constant (a subgraph input) is not
+/// matched to an outer initializer of the same name.
+#[test]
+fn an_inner_non_constant_definition_hides_an_outer_constant() {
+    let mut m = if_model();
+    let g = m.graph.as_mut().unwrap();
+    let branch = g.node[0].attribute[0].g.as_mut().unwrap();
+    branch.input.push(value_info("w", &[3, 3, 3, 3]));
+    let (_, report) = compress(&m, &full_rank(), &ReportOptions::default(), &mut |_| {}).unwrap();
+    let kept = report
+        .layers
+        .iter()
+        .filter(|l| {
+            matches!(
+                &l.outcome,
+                Outcome::Skipped {
+                    reason: SkipReason::NotConstant
+                }
+            )
+        })
+        .count();
+    assert_eq!(kept, 1, "{}", report.to_table());
+}

@@ -218,3 +218,78 @@ fn deeply_nested_subgraphs_are_refused_without_overflowing_the_stack() {
     let bytes = model_to_bytes(&m);
     assert!(matches!(parse_model(&bytes), Err(Error::Decode(_))));
 }
+
+/// Inputs a review found could panic: each is now an error or a graph handled as valid.
+#[test]
+fn review_cases_are_errors_or_handled_not_panics() {
+    // A Constant weight with two `value` attributes (the first not a tensor): not a constant.
+    let mut m = case().model();
+    let g = m.graph.as_mut().unwrap();
+    let w = g.initializer.remove(0);
+    g.node.insert(
+        0,
+        NodeProto {
+            output: vec!["w".into()],
+            op_type: "Constant".into(),
+            attribute: vec![
+                AttributeProto {
+                    name: "value".into(),
+                    r#type: attribute_type::FLOAT,
+                    f: 1.0,
+                    ..AttributeProto::default()
+                },
+                AttributeProto {
+                    name: "value".into(),
+                    r#type: attribute_type::TENSOR,
+                    t: Some(w),
+                    ..AttributeProto::default()
+                },
+            ],
+            ..NodeProto::default()
+        },
+    );
+    assert!(parse_and_compress(&model_to_bytes(&m)).is_ok());
+
+    // A Conv with no output is not rewritten.
+    let mut m = case().model();
+    let g = m.graph.as_mut().unwrap();
+    g.node[0].output.clear();
+    g.output.clear();
+    assert!(parse_and_compress(&model_to_bytes(&m)).is_ok());
+
+    // Dims whose byte count overflows, with a few bytes of raw data.
+    let mut m = case().model();
+    let w = &mut m.graph.as_mut().unwrap().initializer[0];
+    w.dims = vec![4611686018427387905, 1, 1, 1];
+    w.raw_data = vec![0; 4];
+    let _ = parse_and_compress(&model_to_bytes(&m)).unwrap_err();
+
+    // An unread initializer with enormous dims (never decoded): the totals saturate.
+    let mut m = case().model();
+    let g = m.graph.as_mut().unwrap();
+    let mut huge = g.initializer[0].clone();
+    huge.name = "unused".into();
+    huge.dims = vec![1 << 32, 1 << 32, 4];
+    g.initializer.push(huge);
+    assert!(parse_and_compress(&model_to_bytes(&m)).is_ok());
+
+    // A dilation whose dilated extent overflows, with SAME padding.
+    let mut m = case().model();
+    let node = &mut m.graph.as_mut().unwrap().node[0];
+    node.attribute
+        .retain(|a| a.name != "pads" && a.name != "dilations");
+    node.attribute.push(ttconv_onnx::conv::ints_attribute(
+        "dilations",
+        &[1 << 62, 1],
+    ));
+    node.attribute.push(AttributeProto {
+        name: "auto_pad".into(),
+        r#type: attribute_type::STRING,
+        s: b"SAME_UPPER".to_vec(),
+        ..AttributeProto::default()
+    });
+    invalid(
+        parse_and_compress(&model_to_bytes(&m)),
+        "dilated extent overflows",
+    );
+}
