@@ -14,7 +14,7 @@ use crate::{CompressArgs, Display, Res, emit};
 #[derive(Args, Debug, Default)]
 pub(crate) struct OnnxArgs {
     /// ONNX Runtime's library file (`onnxruntime/capi/libonnxruntime.so.1.31.*` of the
-    /// `onnxruntime` PyPI wheel); default: $ORT_DYLIB_PATH.
+    /// `onnxruntime` PyPI wheel; `bash .ci/install-onnxruntime.sh` prints its path).
     #[arg(long, value_name = "LIB")]
     onnxruntime: Option<PathBuf>,
     /// Do not run the two models (no runtime needed; nothing is checked).
@@ -81,17 +81,11 @@ fn dims(args: &OnnxArgs) -> Res<HashMap<String, usize>> {
         .collect()
 }
 
-fn library(args: &OnnxArgs) -> Res<PathBuf> {
-    if let Some(p) = &args.onnxruntime {
-        return Ok(p.clone());
-    }
-    match std::env::var_os("ORT_DYLIB_PATH") {
-        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
-        _ => Err(
-            "checking the compressed model needs ONNX Runtime: `pip install onnxruntime==1.31.1`, then pass --onnxruntime .../site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1 (or set ORT_DYLIB_PATH), or skip the check with --no-verify"
-                .into(),
-        ),
-    }
+fn library(args: &OnnxArgs) -> Res<&Path> {
+    args.onnxruntime.as_deref().ok_or_else(|| {
+        "running the models needs ONNX Runtime: `pip install onnxruntime==1.31.1`, then pass --onnxruntime .../site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1, or skip the check with --no-verify"
+            .into()
+    })
 }
 
 fn verification_table(v: &Verification) -> String {
@@ -155,7 +149,10 @@ fn calibrated(
     };
     let copts = ttconv_onnx::CalibrationOptions {
         alpha: o.calibration_alpha,
-        fit: tt_core_fit(o.sweeps),
+        fit: ttconv_onnx::FitOptions {
+            sweeps: o.sweeps,
+            ..ttconv_onnx::FitOptions::default()
+        },
         method: match o.adam_steps {
             Some(steps) => ttconv_onnx::FitMethod::Adam {
                 steps,
@@ -237,13 +234,6 @@ fn calibrated(
     ))
 }
 
-fn tt_core_fit(sweeps: usize) -> ttconv_onnx::FitOptions {
-    ttconv_onnx::FitOptions {
-        sweeps,
-        ..ttconv_onnx::FitOptions::default()
-    }
-}
-
 pub(crate) fn run_compress(
     args: &CompressArgs,
     policy: &Policy,
@@ -268,7 +258,7 @@ pub(crate) fn run_compress(
     let runtime = if o.no_verify && o.calibrate.is_none() && !args.auto_speed {
         None
     } else {
-        Some(Runtime::load(&library(o)?, 0)?)
+        Some(Runtime::load(library(o)?, 0)?)
     };
     // With a runtime, the Conv input shapes of one run: exact MACs per layer, and --auto-speed.
     let shapes = match &runtime {

@@ -4,6 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The ONNX half: `compress IN.onnx`, `export`, `import`.
+#[path = "cli/onnx.rs"]
+mod onnx;
+
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../ttconv-models/tests/data")

@@ -161,12 +161,7 @@ pub fn build_layer(
 /// A layer's TT, bias and geometry.
 pub fn layer_parts(layer: &TtConv) -> (TtTensor<f32>, Option<Array1<f32>>, Geometry) {
     let (tt, bias) = layer.decomposition();
-    let g = layer.geometry();
-    let geometry = Geometry {
-        stride: g.iter().map(|a| a.stride).collect(),
-        padding: g.iter().map(|a| [a.pad_before, a.pad_after]).collect(),
-        dilation: g.iter().map(|a| a.dilation).collect(),
-    };
+    let geometry = Geometry::from_axes(layer.geometry());
     (tt, bias, geometry)
 }
 

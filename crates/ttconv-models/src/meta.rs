@@ -48,6 +48,15 @@ impl Geometry {
         }
     }
 
+    /// The geometry of the layer crate's per-axis form.
+    pub fn from_axes(axes: &[ttconv::AxisGeometry]) -> Self {
+        Self {
+            stride: axes.iter().map(|a| a.stride).collect(),
+            padding: axes.iter().map(|a| [a.pad_before, a.pad_after]).collect(),
+            dilation: axes.iter().map(|a| a.dilation).collect(),
+        }
+    }
+
     /// Number of spatial modes.
     pub fn order(&self) -> usize {
         self.stride.len()

@@ -207,9 +207,8 @@ fn constant_bias(model: &ModelProto, name: &str) -> Option<Result<Vec<f32>>> {
     let t: &TensorProto = g.initializer.iter().find(|t| t.name == name).or_else(|| {
         g.node
             .iter()
-            .find(|n| n.op_type == "Constant" && n.output.first().is_some_and(|o| o == name))
-            .and_then(|n| n.attribute.iter().find(|a| a.name == "value"))
-            .and_then(|a| a.t.as_ref())
+            .filter(|n| n.output.first().is_some_and(|o| o == name))
+            .find_map(crate::compress::constant_value)
     })?;
     Some(to_f32(t).map(|a| a.iter().copied().collect()))
 }
@@ -483,14 +482,7 @@ fn adam_fit(
 ) -> Result<(TtTensor<f32>, Option<Array1<f32>>)> {
     use ttconv::{Gradients, Implementation, Optimizer};
     let geometry = attrs.resolve(&x[0].shape()[2..])?;
-    let g = ttconv_models::Geometry {
-        stride: geometry.iter().map(|a| a.stride).collect(),
-        padding: geometry
-            .iter()
-            .map(|a| [a.pad_before, a.pad_after])
-            .collect(),
-        dilation: geometry.iter().map(|a| a.dilation).collect(),
-    };
+    let g = ttconv_models::Geometry::from_axes(&geometry);
     let mut layer = ttconv_models::build_layer(tt, bias.as_ref(), Some(&g))?;
     let cpu = ttconv_cpu::CpuBackend::new();
     let norm: f64 = y

@@ -46,7 +46,7 @@ impl Source {
 
 /// The tensor of a `Constant` node of the ONNX domain with one output and exactly one
 /// attribute, a tensor `value` (the other forms, `value_float` etc., are not Conv weights).
-fn constant_value(node: &NodeProto) -> Option<&TensorProto> {
+pub(crate) fn constant_value(node: &NodeProto) -> Option<&TensorProto> {
     let is_constant = node.op_type == "Constant" && is_onnx_domain(&node.domain);
     match (is_constant, node.output.len(), node.attribute.as_slice()) {
         (true, 1, [a]) if a.name == "value" => a.t.as_ref(),
@@ -307,14 +307,9 @@ pub(crate) fn plan(
             .filter(|sh| sh.len() == u.sites[0].1.order() + 2)
             .map(|sh| sh[2..].to_vec());
         let geometry = match &spatial {
-            Some(sp) => {
-                let g = u.sites[0].1.resolve(sp)?;
-                Some(ttconv_models::Geometry {
-                    stride: g.iter().map(|a| a.stride).collect(),
-                    padding: g.iter().map(|a| [a.pad_before, a.pad_after]).collect(),
-                    dilation: g.iter().map(|a| a.dilation).collect(),
-                })
-            }
+            Some(sp) => Some(ttconv_models::Geometry::from_axes(
+                &u.sites[0].1.resolve(sp)?,
+            )),
             None => u.sites[0].1.geometry(),
         };
         kernels.push(KernelInput {

@@ -124,6 +124,31 @@ fn read_output(
     Value::from_ort(name, &outputs[name])
 }
 
+/// One run of `session` on `inputs`: every graph output by name, in the graph's order, and the
+/// seconds the run itself took (inputs converted before the clock starts, outputs read after).
+fn run_once(
+    session: &mut Session,
+    inputs: &[(String, Value)],
+) -> Result<(Vec<(String, Value)>, f64)> {
+    let names: Vec<String> = session
+        .outputs()
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect();
+    let feed: Vec<(String, DynValue)> = inputs
+        .iter()
+        .map(|(n, v)| Ok((n.clone(), v.to_ort()?)))
+        .collect::<Result<_>>()?;
+    let start = Instant::now();
+    let outputs = session.run(feed)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let values = names
+        .iter()
+        .map(|n| Ok((n.clone(), read_output(n, &outputs, inputs)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((values, seconds))
+}
+
 /// ONNX Runtime, loaded from its library.
 #[derive(Debug)]
 pub struct Runtime {
@@ -184,24 +209,9 @@ impl Runtime {
         samples: &[Vec<(String, Value)>],
     ) -> Result<Vec<Vec<(String, Value)>>> {
         let mut session = self.session(bytes)?;
-        let names: Vec<String> = session
-            .outputs()
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect();
         samples
             .iter()
-            .map(|inputs| {
-                let feed: Vec<(String, DynValue)> = inputs
-                    .iter()
-                    .map(|(n, v)| Ok((n.clone(), v.to_ort()?)))
-                    .collect::<Result<_>>()?;
-                let outputs = session.run(feed)?;
-                names
-                    .iter()
-                    .map(|n| Ok((n.clone(), read_output(n, &outputs, inputs)?)))
-                    .collect()
-            })
+            .map(|inputs| Ok(run_once(&mut session, inputs)?.0))
             .collect()
     }
 
@@ -222,25 +232,12 @@ impl Runtime {
         repeats: usize,
     ) -> Result<(Vec<(String, Value)>, f64)> {
         let mut session = self.session(bytes)?;
-        let names: Vec<String> = session
-            .outputs()
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect();
         let mut times = Vec::with_capacity(repeats.max(1));
         let mut last = Vec::new();
         for _ in 0..repeats.max(1) {
-            let feed: Vec<(String, DynValue)> = inputs
-                .iter()
-                .map(|(n, v)| Ok((n.clone(), v.to_ort()?)))
-                .collect::<Result<_>>()?;
-            let start = Instant::now();
-            let outputs = session.run(feed)?;
-            times.push(start.elapsed().as_secs_f64());
-            last = names
-                .iter()
-                .map(|n| Ok((n.clone(), read_output(n, &outputs, inputs)?)))
-                .collect::<Result<Vec<_>>>()?;
+            let (outputs, seconds) = run_once(&mut session, inputs)?;
+            times.push(seconds);
+            last = outputs;
         }
         times.sort_by(f64::total_cmp);
         Ok((last, times[times.len() / 2]))

@@ -2,7 +2,8 @@
 //! of tests/golden/onnx.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use super::{s, text, ttconv};
 
 fn golden(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -12,22 +13,6 @@ fn golden(name: &str) -> PathBuf {
 
 const SILERO: &str = "silero-vad-6.2.3/silero_vad_16k_sequence.onnx";
 const BASIC_PITCH: &str = "basic-pitch-0.4.0/nmp.onnx";
-
-fn ttconv(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ttconv"))
-        .args(args)
-        .env_remove("ORT_DYLIB_PATH")
-        .output()
-        .expect("runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// ONNX Runtime's library as `.ci/install-onnxruntime.sh` installs it, or `None` with a printed
 /// reason (a failure when CI requires it).
