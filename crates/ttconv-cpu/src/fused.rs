@@ -21,12 +21,13 @@
 //! same convolution with the sums associated differently (equal up to rounding).
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
-use ndarray::{ArrayView2, ArrayViewMut3};
+use ndarray::{ArrayViewMut2, ArrayViewMut3};
 use rayon::prelude::*;
 use ttconv::{AxisGeometry, FactorizedProgram, StepOp, StepWeights};
 
-use crate::kernel::{Init, gemm_terms};
+use crate::kernel::{Init, Out, gemm_terms};
 use crate::par::{column_tasks, ranges};
 use crate::simd::Level;
 use crate::taps::valid_outputs;
@@ -219,7 +220,6 @@ impl<'w> Plan<'w> {
 struct Workspace {
     a: Vec<f32>,
     b: Vec<f32>,
-    out: Vec<f32>,
     pack: Vec<f32>,
     terms: Vec<(usize, usize)>,
 }
@@ -235,6 +235,30 @@ fn grow(v: &mut Vec<f32>, n: usize) {
     }
 }
 
+/// Where an op writes: a workspace buffer, or the slab's rows of the layer's output.
+#[derive(Debug)]
+enum Dst<'s, 'y> {
+    Buf(&'s mut [f32]),
+    Y(&'s mut ArrayViewMut2<'y, MaybeUninit<f32>>),
+}
+
+impl Dst<'_, '_> {
+    /// Columns `c0..c0 + n` of the op's output seen as `m` channels of `ld` floats each.
+    fn cols(&mut self, c0: usize, ld: usize, m: usize, n: usize) -> Out<'_> {
+        match self {
+            Dst::Buf(s) => Out::in_slice(s, c0, ld, m, n),
+            Dst::Y(v) => {
+                assert_eq!(
+                    v.dim(),
+                    (m, ld),
+                    "the slab's output is (cout, slab columns)"
+                );
+                Out::in_view(v, c0, n)
+            }
+        }
+    }
+}
+
 /// Where an op reads or writes: the slice, the offset of channel 0, the channel stride.
 #[derive(Clone, Copy, Debug)]
 struct Place {
@@ -242,8 +266,11 @@ struct Place {
     cs: usize,
 }
 
-/// Runs the plan on `x` (`(batch, cin, in_sp)`, row-major) into `y` (`(batch, cout, out_sp)`).
-pub(crate) fn forward(plan: &Plan<'_>, x: &[f32], y: ArrayViewMut3<'_, f32>) {
+/// Runs the plan on `x` (`(batch, cin, in_sp)`, row-major) into `y` (`(batch, cout, out_sp)`),
+/// writing every element of `y` (which may start uninitialised): the tasks' slabs cover every
+/// output row of every item, and the last op of each slab writes all of its columns for every
+/// output channel.
+pub(crate) fn forward(plan: &Plan<'_>, x: &[f32], y: ArrayViewMut3<'_, MaybeUninit<f32>>) {
     let rows = plan.slab_rows();
     let r_out: usize = plan.out_sp[1..].iter().product();
     let need = plan.buffer_floats(rows);
@@ -255,48 +282,32 @@ pub(crate) fn forward(plan: &Plan<'_>, x: &[f32], y: ArrayViewMut3<'_, f32>) {
                 let ws = &mut *ws;
                 grow(&mut ws.a, need);
                 grow(&mut ws.b, need);
-                let direct = yv.as_slice_mut().is_some();
-                if !direct {
-                    grow(&mut ws.out, plan.cout * slab.len() * r_out);
-                }
-                let cs_out = slab.len() * r_out;
-                {
-                    let target: &mut [f32] = match yv.as_slice_mut() {
-                        Some(s) => s,
-                        None => &mut ws.out[..plan.cout * cs_out],
-                    };
-                    run_slab(
-                        plan,
-                        x,
-                        b,
-                        slab.start,
-                        slab.end,
-                        target,
-                        &mut ws.a,
-                        &mut ws.b,
-                        &mut ws.pack,
-                        &mut ws.terms,
-                    );
-                }
-                if !direct {
-                    let tmp =
-                        ArrayView2::from_shape((plan.cout, cs_out), &ws.out[..plan.cout * cs_out])
-                            .expect("buffer holds cout * cols floats");
-                    yv.assign(&tmp);
-                }
+                run_slab(
+                    plan,
+                    x,
+                    b,
+                    slab.start,
+                    slab.end,
+                    &mut yv,
+                    &mut ws.a,
+                    &mut ws.b,
+                    &mut ws.pack,
+                    &mut ws.terms,
+                );
             });
         });
 }
 
 /// Runs the chain for batch item `b`, output rows `o0..o1` of axis 0, into `target`
-/// (`(cout, (o1 - o0) * prod(out_sp[1..]))`, row-major).
+/// (`(cout, (o1 - o0) * prod(out_sp[1..]))`, columns contiguous; its rows are the slab's part of
+/// each output channel, so the last op writes into the layer's output in place).
 fn run_slab(
     plan: &Plan<'_>,
     x: &[f32],
     b: usize,
     o0: usize,
     o1: usize,
-    target: &mut [f32],
+    target: &mut ArrayViewMut2<'_, MaybeUninit<f32>>,
     buf_a: &mut [f32],
     buf_b: &mut [f32],
     pack: &mut Vec<f32>,
@@ -344,13 +355,13 @@ fn run_slab(
             (true, Some(bias)) => Init::Bias(bias),
             _ => Init::Zero,
         };
-        let (src, dst): (&[f32], &mut [f32]) = match (src_which, dst_which) {
-            (0, 1) => (x, &mut *buf_a),
-            (0, 3) => (x, &mut *target),
-            (1, 2) => (&*buf_a, &mut *buf_b),
-            (1, 3) => (&*buf_a, &mut *target),
-            (2, 1) => (&*buf_b, &mut *buf_a),
-            (2, 3) => (&*buf_b, &mut *target),
+        let (src, mut dst): (&[f32], Dst<'_, '_>) = match (src_which, dst_which) {
+            (0, 1) => (x, Dst::Buf(&mut *buf_a)),
+            (0, 3) => (x, Dst::Y(&mut *target)),
+            (1, 2) => (&*buf_a, Dst::Buf(&mut *buf_b)),
+            (1, 3) => (&*buf_a, Dst::Y(&mut *target)),
+            (2, 1) => (&*buf_b, Dst::Buf(&mut *buf_a)),
+            (2, 3) => (&*buf_b, Dst::Y(&mut *target)),
             _ => unreachable!("ping-pong buffers"),
         };
         match op.kind {
@@ -363,11 +374,7 @@ fn run_slab(
                     op.w,
                     src,
                     terms,
-                    dst,
-                    dst_place.base,
-                    dst_place.cs,
-                    op.cout,
-                    n,
+                    dst.cols(dst_place.base, dst_place.cs, op.cout, n),
                     init,
                 );
             }
@@ -386,7 +393,7 @@ fn run_slab(
                     g,
                 };
                 conv(
-                    op, &along, src, src_place, dst, dst_place, init, terms, pack,
+                    op, &along, src, src_place, &mut dst, dst_place, init, terms, pack,
                 );
             }
         }
@@ -430,7 +437,7 @@ fn conv(
     al: &Along,
     src: &[f32],
     sp: Place,
-    dst: &mut [f32],
+    dst: &mut Dst<'_, '_>,
     dp: Place,
     init: Init<'_>,
     terms: &mut Vec<(usize, usize)>,
@@ -466,11 +473,12 @@ fn conv(
                     op.w,
                     &src[a * al.lin * c..],
                     terms,
-                    dst,
-                    dp.base + (a * al.lout + p0 - al.out_row0) * c,
-                    dp.cs,
-                    cout,
-                    len * c,
+                    dst.cols(
+                        dp.base + (a * al.lout + p0 - al.out_row0) * c,
+                        dp.cs,
+                        cout,
+                        len * c,
+                    ),
                     init,
                 );
             }
@@ -539,11 +547,7 @@ fn conv(
             op.w,
             pack,
             terms,
-            dst,
-            dp.base + ur.start * c,
-            dp.cs,
-            cout,
-            n,
+            dst.cols(dp.base + ur.start * c, dp.cs, cout, n),
             init,
         );
     }

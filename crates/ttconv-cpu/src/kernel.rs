@@ -20,6 +20,10 @@
 //! tested against plain sums in this file and through the fused forward's property tests.
 
 use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+
+use ndarray::ArrayViewMut2;
 
 use crate::simd::Level;
 
@@ -36,55 +40,119 @@ pub(crate) enum Init<'a> {
     Bias(&'a [f32]),
 }
 
+/// The output operand `C` of [`gemm_terms`]: `m` rows of `n` writable floats, row `i` starting
+/// `i * ld` floats after row 0, borrowed exclusively for `'a`. Built from a slice or from a
+/// strided view (the rows of one output slab inside the whole output), so the last op of the
+/// fused chain writes straight into the layer's output without a copy. `C` is only written,
+/// never read.
+#[derive(Debug)]
+pub(crate) struct Out<'a> {
+    ptr: *mut f32,
+    ld: usize,
+    m: usize,
+    n: usize,
+    _borrow: PhantomData<&'a mut f32>,
+}
+
+impl<'a> Out<'a> {
+    /// `C[i, j] = c[c0 + i * ld + j]`, `i < m`, `j < n`. Panics when that leaves `c` or when rows
+    /// overlap (`ld < n` with `m > 1`).
+    pub(crate) fn in_slice(c: &'a mut [f32], c0: usize, ld: usize, m: usize, n: usize) -> Self {
+        let empty = m == 0 || n == 0;
+        if !empty {
+            assert!(
+                c0 + (m - 1) * ld + n <= c.len(),
+                "gemm_terms: C out of range"
+            );
+            assert!(m == 1 || ld >= n, "gemm_terms: C rows overlap");
+        }
+        Self {
+            // An empty `C` is never written: it keeps the slice's own pointer.
+            ptr: if empty {
+                c.as_mut_ptr()
+            } else {
+                c[c0..].as_mut_ptr()
+            },
+            ld,
+            m,
+            n,
+            _borrow: PhantomData,
+        }
+    }
+
+    /// `C[i, j] = v[i, j0 + j]` for every row `i` of `v`, `j < n`, whose elements may be
+    /// uninitialised (`C` is only written). Panics unless `v`'s columns are contiguous (unit
+    /// stride), its rows do not overlap and `j0 + n` columns exist.
+    pub(crate) fn in_view(
+        v: &'a mut ArrayViewMut2<'_, MaybeUninit<f32>>,
+        j0: usize,
+        n: usize,
+    ) -> Self {
+        let (m, cols) = v.dim();
+        assert!(j0 + n <= cols, "gemm_terms: C columns out of range");
+        let s = v.strides();
+        assert!(
+            cols <= 1 || s[1] == 1,
+            "gemm_terms: C columns not contiguous"
+        );
+        let ld = if m > 1 {
+            usize::try_from(s[0])
+                .ok()
+                .filter(|&ld| ld >= cols)
+                .expect("gemm_terms: C rows overlap")
+        } else {
+            cols
+        };
+        let empty = m == 0 || n == 0;
+        // `MaybeUninit<f32>` has the layout of `f32`; writing through the raw pointer initialises.
+        let ptr = v.as_mut_ptr().cast::<f32>();
+        Self {
+            ptr: if empty {
+                ptr
+            } else {
+                // SAFETY: `j0 < cols` here (`j0 + n <= cols`, `n > 0`), so `ptr + j0` is an
+                // element of row 0 of `v`.
+                #[allow(unsafe_code)]
+                unsafe {
+                    ptr.add(j0)
+                }
+            },
+            ld,
+            m,
+            n,
+            _borrow: PhantomData,
+        }
+    }
+}
+
 thread_local! {
     /// Per-thread buffer for packed blocks of `B` (grown on demand, never shrunk).
     static PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// One GEMM call: `C[c0 + i * ldc + j] (init) sum_k A[a_k + i] * B[b_k + j]`, `i < m`, `j < n`,
-/// with `terms[k] = (a_k, b_k)`, at SIMD level `lv` (which the CPU must support: a
+/// One GEMM call: `C[i, j] (init) sum_k A[a_k + i] * B[b_k + j]`, `i < m`, `j < n` (the shape of
+/// `c`), with `terms[k] = (a_k, b_k)`, at SIMD level `lv` (which the CPU must support: a
 /// [`Level::capped`] one). Runs on the calling thread.
 ///
-/// Panics when an operand would be read or written out of its slice, so the unchecked inner
-/// loops below only ever touch checked elements.
+/// Panics when an operand would be read out of its slice ([`Out`] checked `C` when it was
+/// built), so the unchecked inner loops below only ever touch checked elements.
 pub(crate) fn gemm_terms(
     lv: Level,
     a: &[f32],
     b: &[f32],
     terms: &[(usize, usize)],
-    c: &mut [f32],
-    c0: usize,
-    ldc: usize,
-    m: usize,
-    n: usize,
+    c: Out<'_>,
     init: Init<'_>,
 ) {
     debug_assert!(lv.supported());
-    gemm_at(lv, a, b, terms, c, c0, ldc, m, n, init);
+    gemm_at(lv, a, b, terms, c, init);
 }
 
 /// [`gemm_terms`] at SIMD level `lv`, which the CPU must support.
-fn gemm_at(
-    lv: Level,
-    a: &[f32],
-    b: &[f32],
-    terms: &[(usize, usize)],
-    c: &mut [f32],
-    c0: usize,
-    ldc: usize,
-    m: usize,
-    n: usize,
-    init: Init<'_>,
-) {
+fn gemm_at(lv: Level, a: &[f32], b: &[f32], terms: &[(usize, usize)], c: Out<'_>, init: Init<'_>) {
+    let (m, n, ldc) = (c.m, c.n, c.ld);
     if m == 0 || n == 0 {
         return;
-    }
-    assert!(
-        c0 + (m - 1) * ldc + n <= c.len(),
-        "gemm_terms: C out of range"
-    );
-    if m > 1 {
-        assert!(ldc >= n, "gemm_terms: C rows overlap");
     }
     if let Init::Bias(bias) = init {
         assert!(bias.len() >= m, "gemm_terms: bias too short");
@@ -96,7 +164,7 @@ fn gemm_at(
     let (mr, nr) = match lv {
         Level::Avx512 => (8, 32),
         Level::Avx2 => (6, 16),
-        Level::Portable => return portable(a, b, terms, c, c0, ldc, m, n, init),
+        Level::Portable => return portable(a, b, terms, c, init),
     };
     // Pack `B` when at least three row blocks of `C` reuse it, or when its rows are a multiple
     // of 4 KiB apart (they would all fall in the same L1 sets); two row blocks read it in place.
@@ -134,11 +202,12 @@ fn gemm_at(
             #[allow(unsafe_code)]
             // SAFETY: `lv` is `level()` or (in tests) a level `supported` confirmed, so the CPU has
             // the instruction set the called function enables. Every
-            // element touched was bounds-checked above (`A[a_k .. a_k + m]`, `B[b_k .. b_k + n]`,
-            // `C[c0 + i * ldc .. + n]` for `i < m`, rows disjoint as `ldc >= n`) or lies in the
-            // packed panel, which holds `ceil(ncols / nr) * k * nr` floats.
+            // element touched was bounds-checked above (`A[a_k .. a_k + m]`, `B[b_k .. b_k + n]`)
+            // or by `Out` (`C` rows `i < m` of `n` floats at `ptr + i * ldc`, exclusively
+            // borrowed, disjoint as `ldc >= n`), or lies in the packed panel, which holds
+            // `ceil(ncols / nr) * k * nr` floats.
             unsafe {
-                let cc = c0 + nc;
+                let cc = c.ptr.add(nc);
                 if mr == 8 {
                     avx512::block(
                         a,
@@ -146,7 +215,6 @@ fn gemm_at(
                         terms,
                         pack.then_some(panel),
                         nc,
-                        c,
                         cc,
                         ldc,
                         m,
@@ -160,7 +228,6 @@ fn gemm_at(
                         terms,
                         pack.then_some(panel),
                         nc,
-                        c,
                         cc,
                         ldc,
                         m,
@@ -176,17 +243,8 @@ fn gemm_at(
 }
 
 /// The same sums with plain loops (no AVX2, or another architecture).
-fn portable(
-    a: &[f32],
-    b: &[f32],
-    terms: &[(usize, usize)],
-    c: &mut [f32],
-    c0: usize,
-    ldc: usize,
-    m: usize,
-    n: usize,
-    init: Init<'_>,
-) {
+fn portable(a: &[f32], b: &[f32], terms: &[(usize, usize)], c: Out<'_>, init: Init<'_>) {
+    let (m, n) = (c.m, c.n);
     let mut acc = vec![0.0f32; n];
     for i in 0..m {
         acc.fill(0.0);
@@ -196,7 +254,10 @@ fn portable(
                 *s = av.mul_add(bv, *s);
             }
         }
-        let row = &mut c[c0 + i * ldc..c0 + i * ldc + n];
+        // SAFETY: row `i < m` of `C` is `n` floats at `ptr + i * ld`, exclusively borrowed and
+        // disjoint from the other rows (`Out`'s checks).
+        #[allow(unsafe_code)]
+        let row = unsafe { std::slice::from_raw_parts_mut(c.ptr.add(i * c.ld), n) };
         match init {
             Init::Zero => row.copy_from_slice(&acc),
             Init::Bias(bias) => row.iter_mut().zip(&acc).for_each(|(r, s)| *r = bias[i] + s),
@@ -221,7 +282,8 @@ macro_rules! simd_module {
             $($helpers)*
 
             /// Columns `0..ncols` (at most `NC`) of the call, starting at column `nc` of `B` and
-            /// `cc` of `C`; `panel`, if given, is those columns of `B` packed tile by tile.
+            /// at `cp` in `C` (row stride `ldc`); `panel`, if given, is those columns of `B`
+            /// packed tile by tile.
             ///
             /// # Safety
             /// The instruction set `$feat` is available and the bounds of
@@ -233,8 +295,7 @@ macro_rules! simd_module {
                 terms: &[(usize, usize)],
                 panel: Option<&[f32]>,
                 nc: usize,
-                c: &mut [f32],
-                cc: usize,
+                cp: *mut f32,
                 ldc: usize,
                 m: usize,
                 ncols: usize,
@@ -243,7 +304,6 @@ macro_rules! simd_module {
                 let k = terms.len();
                 // SAFETY (every `add`): offsets inside the ranges the caller checked.
                 unsafe {
-                    let cp = c.as_mut_ptr().add(cc);
                     for i0 in (0..m).step_by($mr) {
                         let mr = (m - i0).min($mr);
                         let bias = match init {
@@ -480,6 +540,8 @@ simd_module!(
 
 #[cfg(test)]
 mod tests {
+    use ndarray::ShapeBuilder;
+
     use super::*;
 
     fn naive(
@@ -509,6 +571,48 @@ mod tests {
     }
 
     #[test]
+    fn writes_a_strided_view_in_place_and_nothing_else() {
+        // `C` = columns 3..3 + n of a (m, 50) block whose rows are 64 floats apart inside a
+        // larger buffer, as the fused forward's last op writes one slab of the output.
+        let a: Vec<f32> = (0..200).map(|i| (i % 7) as f32 - 3.0).collect();
+        let b: Vec<f32> = (0..400).map(|i| (i % 5) as f32 * 0.5).collect();
+        let terms: Vec<(usize, usize)> = (0..6).map(|k| (k * 11, k * 53)).collect();
+        for m in [1, 3, 8, 9, 17] {
+            for n in [1, 16, 33, 47] {
+                let mut want = vec![-7.0f32; m * 64];
+                naive(&a, &b, &terms, &mut want, 3, 64, m, n, Init::Zero);
+                for lv in [Level::Portable, Level::Avx2, Level::Avx512] {
+                    if !lv.supported() {
+                        continue;
+                    }
+                    let mut buf = vec![MaybeUninit::new(-7.0f32); m * 64];
+                    let mut v =
+                        ndarray::ArrayViewMut2::from_shape((m, 50).strides((64, 1)), &mut buf)
+                            .expect("rows 64 apart fit");
+                    gemm_at(lv, &a, &b, &terms, Out::in_view(&mut v, 3, n), Init::Zero);
+                    // SAFETY: every element was initialised to -7 before the call.
+                    #[allow(unsafe_code)]
+                    let got: Vec<f32> = buf.iter().map(|e| unsafe { e.assume_init() }).collect();
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{lv:?} m={m} n={n} at {i}: {g} {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "C columns out of range")]
+    fn a_view_too_narrow_for_the_columns_is_refused() {
+        let mut buf = vec![MaybeUninit::new(0.0f32); 20];
+        let mut v = ndarray::ArrayViewMut2::from_shape((2, 10), &mut buf).expect("2 x 10");
+        let _ = Out::in_view(&mut v, 4, 7);
+    }
+
+    #[test]
     fn matches_naive_on_every_tile_shape() {
         let a: Vec<f32> = (0..400)
             .map(|i| ((i * 37) % 23) as f32 * 0.1 - 1.0)
@@ -535,7 +639,14 @@ mod tests {
                             continue;
                         }
                         let mut got = got.clone();
-                        gemm_at(lv, &a, &b, &terms, &mut got, 2, ldc, m, n, init);
+                        gemm_at(
+                            lv,
+                            &a,
+                            &b,
+                            &terms,
+                            Out::in_slice(&mut got, 2, ldc, m, n),
+                            init,
+                        );
                         for (g, w) in got.iter().zip(&want) {
                             assert!(
                                 (g - w).abs() <= 1e-4 * (1.0 + w.abs()),

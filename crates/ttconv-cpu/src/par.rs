@@ -60,15 +60,15 @@ pub(crate) fn ranges(total: usize, len: usize) -> impl Iterator<Item = Range<usi
 }
 
 /// One map task: batch item, range of units, and the output block it owns.
-pub(crate) type ColumnTask<'a> = (usize, Range<usize>, ArrayViewMut2<'a, f32>);
+pub(crate) type ColumnTask<'a, A = f32> = (usize, Range<usize>, ArrayViewMut2<'a, A>);
 
 /// Splits `y` `(batch, rows, units * unit)` into disjoint column blocks of `chunk` units per
 /// batch item (the block of units `u0..u1` owns columns `u0 * unit..u1 * unit`).
-pub(crate) fn column_tasks<'a>(
-    y: ArrayViewMut3<'a, f32>,
+pub(crate) fn column_tasks<'a, A>(
+    y: ArrayViewMut3<'a, A>,
     chunk: usize,
     unit: usize,
-) -> Vec<ColumnTask<'a>> {
+) -> Vec<ColumnTask<'a, A>> {
     let units = y.dim().2.checked_div(unit).unwrap_or(0);
     split_items(y, Axis(1), units, chunk, unit)
 }
@@ -81,13 +81,13 @@ pub(crate) fn row_tasks<'a>(y: ArrayViewMut3<'a, f32>, chunk: usize) -> Vec<Colu
 
 /// Per batch item, cuts the item's `axis` (of its 2-D view) into blocks of `chunk * unit`
 /// indices covering `units * unit` of them, in order.
-fn split_items<'a>(
-    y: ArrayViewMut3<'a, f32>,
+fn split_items<'a, A>(
+    y: ArrayViewMut3<'a, A>,
     axis: Axis,
     units: usize,
     chunk: usize,
     unit: usize,
-) -> Vec<ColumnTask<'a>> {
+) -> Vec<ColumnTask<'a, A>> {
     let batch = y.dim().0;
     let mut tasks = Vec::new();
     let mut rest = y;
