@@ -166,13 +166,16 @@ fn gemm_at(lv: Level, a: &[f32], b: &[f32], terms: &[(usize, usize)], c: Out<'_>
         Level::Avx2 => (6, 16),
         Level::Portable => return portable(a, b, terms, c, init),
     };
-    // Pack `B` when at least three row blocks of `C` reuse it, or when its rows are a multiple
-    // of 4 KiB apart (they would all fall in the same L1 sets); two row blocks read it in place.
+    // Pack `B` when more than eight row blocks of `C` reuse it, or when its rows are a multiple
+    // of 4 KiB apart (they would all fall in the same L1 sets); fewer row blocks read it in
+    // place. (Packing from three row blocks up cost 10-17% of the forward at 32-64 channel
+    // bonds, the pack taking the cache misses on `B` that the reads in place overlap with
+    // the FMAs; measured in docs/perf.md.)
     let aliased = terms
         .windows(2)
         .next()
         .is_some_and(|w| w[1].1.abs_diff(w[0].1) % 1024 == 0);
-    let pack = !terms.is_empty() && (m > 2 * mr || (m > mr && aliased));
+    let pack = !terms.is_empty() && (m > 8 * mr || (m > mr && aliased));
     PACK.with(|buf| {
         let mut buf = buf.borrow_mut();
         let k = terms.len();
@@ -620,8 +623,9 @@ mod tests {
         let b: Vec<f32> = (0..900)
             .map(|i| ((i * 13) % 17) as f32 * 0.1 - 0.8)
             .collect();
-        let bias: Vec<f32> = (0..20).map(|i| i as f32 * 0.5).collect();
-        for m in [1, 2, 5, 6, 7, 8, 9, 13, 17] {
+        let bias: Vec<f32> = (0..80).map(|i| i as f32 * 0.5).collect();
+        // Up to 17 rows `B` is read in place; 65 and 70 rows pack it.
+        for m in [1, 2, 5, 6, 7, 8, 9, 13, 17, 65, 70] {
             for n in [1, 7, 8, 9, 15, 16, 17, 31, 33, 40, 130, 200, 300] {
                 for kind in 0..2 {
                     let terms: Vec<(usize, usize)> =
