@@ -7,12 +7,13 @@
 //! right operand starts at `B[b_k]` (its `n` entries contiguous). A shifted 1-D convolution is
 //! then one call whose terms point at shifted rows of the input: no im2col, no padded copy.
 //!
-//! When several row blocks of `C` reuse a block of `B`, that block is first packed tile by tile
-//! (`K x NR` contiguous per tile, zero-padded past `n`), so the micro-kernel streams it
-//! sequentially whatever the row strides of `B` (power-of-two strides would otherwise alias in
-//! L1). The micro-kernel keeps an `MR x NR` tile of `C` in registers: 8 x 32 with AVX-512
-//! (16 zmm), 6 x 16 with AVX2 + FMA (12 ymm); partial tiles use masked loads and stores, which
-//! never touch masked-out elements. Without either, a portable loop computes the same sums.
+//! When many row blocks of `C` reuse a block of `B`, or its rows alias in L1, that block is first
+//! packed tile by tile (`K x NR` contiguous per tile, zero-padded past `n`), so the micro-kernel
+//! streams it sequentially whatever the row strides of `B`. The micro-kernel keeps an `MR x NR`
+//! tile of `C` in registers: 8 x 48 (24 zmm) or 8 x 32 (16 zmm, when the column count wastes
+//! less of its tiles, [`wide_tiles`]) with AVX-512, 6 x 16 with AVX2 + FMA (12 ymm); partial
+//! tiles use masked loads and stores, which never touch masked-out elements. Without either, a
+//! portable loop computes the same sums.
 //!
 //! Why hand-written rather than a crate: faer and matrixmultiply take each operand as one strided
 //! matrix, so a 1-D convolution over shifted rows becomes one GEMM per tap (short, skinny calls) or
@@ -28,8 +29,9 @@ use ndarray::ArrayViewMut2;
 use crate::simd::Level;
 
 /// Columns per chunk: the packed `K x NC` block of `B` stays in L2 while every row block of `C`
-/// uses it.
-const NC: usize = 256;
+/// uses it. A multiple of every tile width (48, 32, 16), so only a call's last chunk has a
+/// partial tile.
+const NC: usize = 288;
 
 /// How a call starts its sums.
 #[derive(Clone, Copy, Debug)]
@@ -162,6 +164,7 @@ fn gemm_at(lv: Level, a: &[f32], b: &[f32], terms: &[(usize, usize)], c: Out<'_>
         assert!(bk + n <= b.len(), "gemm_terms: B out of range");
     }
     let (mr, nr) = match lv {
+        Level::Avx512 if wide_tiles(n) => (8, 48),
         Level::Avx512 => (8, 32),
         Level::Avx2 => (6, 16),
         Level::Portable => return portable(a, b, terms, c, init),
@@ -193,10 +196,10 @@ fn gemm_at(lv: Level, a: &[f32], b: &[f32], terms: &[(usize, usize)], c: Out<'_>
                 // `ceil(ncols / nr) * nr * k`, and every read of `B` is at
                 // `b_k + nc + j < b_k + n` (masked lanes are not read).
                 unsafe {
-                    if mr == 8 {
-                        avx512::pack(b, terms, nc, ncols, &mut buf);
-                    } else {
-                        avx2::pack(b, terms, nc, ncols, &mut buf);
+                    match nr {
+                        48 => avx512::pack::<3>(b, terms, nc, ncols, &mut buf),
+                        32 => avx512::pack::<2>(b, terms, nc, ncols, &mut buf),
+                        _ => avx2::pack::<2>(b, terms, nc, ncols, &mut buf),
                     }
                 }
             }
@@ -211,38 +214,29 @@ fn gemm_at(lv: Level, a: &[f32], b: &[f32], terms: &[(usize, usize)], c: Out<'_>
             // `ceil(ncols / nr) * k * nr` floats.
             unsafe {
                 let cc = c.ptr.add(nc);
-                if mr == 8 {
-                    avx512::block(
-                        a,
-                        b,
-                        terms,
-                        pack.then_some(panel),
-                        nc,
-                        cc,
-                        ldc,
-                        m,
-                        ncols,
-                        init,
-                    );
-                } else {
-                    avx2::block(
-                        a,
-                        b,
-                        terms,
-                        pack.then_some(panel),
-                        nc,
-                        cc,
-                        ldc,
-                        m,
-                        ncols,
-                        init,
-                    );
+                let panel = pack.then_some(panel);
+                match nr {
+                    48 => avx512::block::<3>(a, b, terms, panel, nc, cc, ldc, m, ncols, init),
+                    32 => avx512::block::<2>(a, b, terms, panel, nc, cc, ldc, m, ncols, init),
+                    _ => avx2::block::<2>(a, b, terms, panel, nc, cc, ldc, m, ncols, init),
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]
             let _ = (panel, nr);
         }
     });
+}
+
+/// Whether an AVX-512 call of `n` columns runs 8 x 48 tiles (24 accumulators) rather than
+/// 8 x 32 (16): the wider tile does 1.5x the FMAs per load of its broadcast weights and ran the
+/// kernel alone 10-20% faster (single thread, operands in L2: 152-172 against 139-149 GFLOP/s),
+/// but every tile costs its full reduction however few of its columns are used, so it is taken
+/// only when its column tiles, weighted by that speed, cost less (`n = 49`, a 7 x 7 map, is
+/// one 48-column tile plus a 1-column one).
+fn wide_tiles(n: usize) -> bool {
+    // Work in 16-lane vector units (3 per wide tile, 2 per narrow one), the wide tile's at 0.88
+    // of the narrow one's cost: 3 * 0.88 * ceil(n / 48) <= 2 * ceil(n / 32).
+    264 * n.div_ceil(48) <= 200 * n.div_ceil(32)
 }
 
 /// The same sums with plain loops (no AVX2, or another architecture).
@@ -280,7 +274,6 @@ macro_rules! simd_module {
 
             use super::Init;
 
-            const NR: usize = 2 * $lanes;
 
             $($helpers)*
 
@@ -292,7 +285,7 @@ macro_rules! simd_module {
             /// The instruction set `$feat` is available and the bounds of
             /// [`super::gemm_terms`] hold.
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn block(
+            pub(super) unsafe fn block<const NV: usize>(
                 a: &[f32],
                 b: &[f32],
                 terms: &[(usize, usize)],
@@ -305,6 +298,7 @@ macro_rules! simd_module {
                 init: Init<'_>,
             ) {
                 let k = terms.len();
+                let nr_tile = NV * $lanes;
                 // SAFETY (every `add`): offsets inside the ranges the caller checked.
                 unsafe {
                     for i0 in (0..m).step_by($mr) {
@@ -313,17 +307,17 @@ macro_rules! simd_module {
                             Init::Bias(bias) => Some(&bias[i0..i0 + mr]),
                             Init::Zero => None,
                         };
-                        for (jt, j0) in (0..ncols).step_by(NR).enumerate() {
-                            let nr = (ncols - j0).min(NR);
+                        for (jt, j0) in (0..ncols).step_by(nr_tile).enumerate() {
+                            let nr = (ncols - j0).min(nr_tile);
                             let (bp, packed) = match panel {
-                                Some(p) => (p.as_ptr().add(jt * k * NR), true),
+                                Some(p) => (p.as_ptr().add(jt * k * nr_tile), true),
                                 None => (b.as_ptr().add(nc + j0), false),
                             };
                             let ap = a.as_ptr().add(i0);
                             let ct = cp.add(i0 * ldc + j0);
                             macro_rules! go {
                                 ($r:literal) => {
-                                    tile::<$r>(ap, bp, packed, terms, ct, ldc, nr, bias)
+                                    tile::<$r, NV>(ap, bp, packed, terms, ct, ldc, nr, bias)
                                 };
                             }
                             match mr {
@@ -348,7 +342,7 @@ macro_rules! simd_module {
             /// The instruction set `$feat` is available, `B[b_k + nc .. b_k + nc + ncols]` is in
             /// bounds for every term and `buf` holds `ceil(ncols / NR) * NR * k` floats.
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn pack(
+            pub(super) unsafe fn pack<const NV: usize>(
                 b: &[f32],
                 terms: &[(usize, usize)],
                 nc: usize,
@@ -356,27 +350,33 @@ macro_rules! simd_module {
                 buf: &mut [f32],
             ) {
                 let k = terms.len();
+                let nr_tile = NV * $lanes;
                 // SAFETY: reads inside the checked `B` ranges (masked lanes excluded), writes
                 // inside `buf` (caller).
                 unsafe {
                     let bp = b.as_ptr().add(nc);
                     let out = buf.as_mut_ptr();
-                    for (jt, j0) in (0..ncols).step_by(NR).enumerate() {
-                        let w = (ncols - j0).min(NR);
-                        let dst = out.add(jt * k * NR);
-                        if w == NR {
+                    for (jt, j0) in (0..ncols).step_by(nr_tile).enumerate() {
+                        let w = (ncols - j0).min(nr_tile);
+                        let dst = out.add(jt * k * nr_tile);
+                        if w == nr_tile {
                             for (kk, &(_, bk)) in terms.iter().enumerate() {
                                 let src = bp.add(bk + j0);
-                                $storeu(dst.add(kk * NR), $loadu(src));
-                                $storeu(dst.add(kk * NR + $lanes), $loadu(src.add($lanes)));
+                                for v in 0..NV {
+                                    $storeu(dst.add(kk * nr_tile + v * $lanes), $loadu(src.add(v * $lanes)));
+                                }
                             }
                         } else {
-                            let m0: $mask = mask(w.min($lanes));
-                            let m1: $mask = mask(w.saturating_sub($lanes));
+                            let masks: [$mask; NV] =
+                                std::array::from_fn(|v| mask(w.saturating_sub(v * $lanes).min($lanes)));
                             for (kk, &(_, bk)) in terms.iter().enumerate() {
                                 let src = bp.add(bk + j0);
-                                $storeu(dst.add(kk * NR), maskload(src, m0));
-                                $storeu(dst.add(kk * NR + $lanes), maskload(src.add($lanes), m1));
+                                for v in 0..NV {
+                                    $storeu(
+                                        dst.add(kk * nr_tile + v * $lanes),
+                                        maskload(src.add(v * $lanes), masks[v]),
+                                    );
+                                }
                             }
                         }
                     }
@@ -391,7 +391,7 @@ macro_rules! simd_module {
             /// As [`block`], for rows `0..R` and columns `0..nr` relative to the pointers.
             #[target_feature(enable = $feat)]
             #[inline]
-            unsafe fn tile<const R: usize>(
+            unsafe fn tile<const R: usize, const NV: usize>(
                 a: *const f32,
                 b: *const f32,
                 packed: bool,
@@ -401,62 +401,65 @@ macro_rules! simd_module {
                 nr: usize,
                 bias: Option<&[f32]>,
             ) {
-                let mut acc: [[$v; 2]; R] = [[$zero(); 2]; R];
+                let nr_tile = NV * $lanes;
+                let mut acc: [[$v; NV]; R] = [[$zero(); NV]; R];
                 if let Some(bias) = bias {
                     for i in 0..R {
-                        let v = $set1(bias[i]);
-                        acc[i] = [v, v];
+                        acc[i] = [$set1(bias[i]); NV];
                     }
                 }
-                let full = nr == NR;
-                let m0: $mask = mask(nr.min($lanes));
-                let m1: $mask = mask(nr.saturating_sub($lanes));
+                let full = nr == nr_tile;
+                let masks: [$mask; NV] =
+                    std::array::from_fn(|v| mask(nr.saturating_sub(v * $lanes).min($lanes)));
                 // SAFETY: pointers `a + a_k + i` (i < R), `b + b_k + j` (unmasked j < nr) or
                 // the packed tile, and `c + i * ldc + j` (j < nr), all in checked ranges.
                 unsafe {
                     if packed {
                         for (kk, &(ak, _)) in terms.iter().enumerate() {
-                            let br = b.add(kk * NR);
-                            let b0 = $loadu(br);
-                            let b1 = $loadu(br.add($lanes));
+                            let br = b.add(kk * nr_tile);
+                            let bv: [$v; NV] = std::array::from_fn(|v| $loadu(br.add(v * $lanes)));
                             let ar = a.add(ak);
                             for i in 0..R {
                                 let av = $set1(*ar.add(i));
-                                acc[i][0] = $fmadd(av, b0, acc[i][0]);
-                                acc[i][1] = $fmadd(av, b1, acc[i][1]);
+                                for v in 0..NV {
+                                    acc[i][v] = $fmadd(av, bv[v], acc[i][v]);
+                                }
                             }
                         }
                     } else if full {
                         for &(ak, bk) in terms {
-                            let b0 = $loadu(b.add(bk));
-                            let b1 = $loadu(b.add(bk + $lanes));
+                            let bv: [$v; NV] =
+                                std::array::from_fn(|v| $loadu(b.add(bk + v * $lanes)));
                             let ar = a.add(ak);
                             for i in 0..R {
                                 let av = $set1(*ar.add(i));
-                                acc[i][0] = $fmadd(av, b0, acc[i][0]);
-                                acc[i][1] = $fmadd(av, b1, acc[i][1]);
+                                for v in 0..NV {
+                                    acc[i][v] = $fmadd(av, bv[v], acc[i][v]);
+                                }
                             }
                         }
                     } else {
                         for &(ak, bk) in terms {
-                            let b0 = maskload(b.add(bk), m0);
-                            let b1 = maskload(b.add(bk + $lanes), m1);
+                            let bv: [$v; NV] = std::array::from_fn(|v| {
+                                maskload(b.add(bk + v * $lanes), masks[v])
+                            });
                             let ar = a.add(ak);
                             for i in 0..R {
                                 let av = $set1(*ar.add(i));
-                                acc[i][0] = $fmadd(av, b0, acc[i][0]);
-                                acc[i][1] = $fmadd(av, b1, acc[i][1]);
+                                for v in 0..NV {
+                                    acc[i][v] = $fmadd(av, bv[v], acc[i][v]);
+                                }
                             }
                         }
                     }
                     for i in 0..R {
                         let cr = c.add(i * ldc);
-                        if full {
-                            $storeu(cr, acc[i][0]);
-                            $storeu(cr.add($lanes), acc[i][1]);
-                        } else {
-                            maskstore(cr, m0, acc[i][0]);
-                            maskstore(cr.add($lanes), m1, acc[i][1]);
+                        for v in 0..NV {
+                            if full {
+                                $storeu(cr.add(v * $lanes), acc[i][v]);
+                            } else {
+                                maskstore(cr.add(v * $lanes), masks[v], acc[i][v]);
+                            }
                         }
                     }
                 }
