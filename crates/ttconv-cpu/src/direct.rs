@@ -35,7 +35,7 @@ use ndarray::{Array3, ArrayView1, ArrayView2, ArrayView3};
 use rayon::prelude::*;
 
 use crate::conv_dense::DenseShape;
-use crate::par::{chunk_len, column_tasks, scratch};
+use crate::par::{chunk_len, column_tasks, scratch, unwritten_output};
 use crate::simd::Level;
 use crate::taps::row_major_taps;
 
@@ -292,12 +292,8 @@ pub(crate) fn forward(
         return Array3::zeros((batch, out, plan.out_size));
     }
     // Not zeroed: the tasks cover every output position of every item, and each tile's scatter
-    // writes every channel of the positions it holds. Debug builds fill it with NaN first, so
-    // the oracle property tests would see an element left unwritten.
-    let mut y = Array3::<f32>::uninit((batch, out, plan.out_size));
-    if cfg!(debug_assertions) {
-        y.fill(MaybeUninit::new(f32::NAN));
-    }
+    // writes every channel of the positions it holds.
+    let mut y = unwritten_output((batch, out, plan.out_size));
     let depth = plan.depth();
     assert_eq!(
         packed.len(),

@@ -60,8 +60,7 @@ impl<'a> Out<'a> {
     /// `C[i, j] = c[c0 + i * ld + j]`, `i < m`, `j < n`. Panics when that leaves `c` or when rows
     /// overlap (`ld < n` with `m > 1`).
     pub(crate) fn in_slice(c: &'a mut [f32], c0: usize, ld: usize, m: usize, n: usize) -> Self {
-        let empty = m == 0 || n == 0;
-        if !empty {
+        if m > 0 && n > 0 {
             assert!(
                 c0 + (m - 1) * ld + n <= c.len(),
                 "gemm_terms: C out of range"
@@ -69,12 +68,8 @@ impl<'a> Out<'a> {
             assert!(m == 1 || ld >= n, "gemm_terms: C rows overlap");
         }
         Self {
-            // An empty `C` is never written: it keeps the slice's own pointer.
-            ptr: if empty {
-                c.as_mut_ptr()
-            } else {
-                c[c0..].as_mut_ptr()
-            },
+            // In bounds whenever `C` is not empty (checked above); an empty `C` is never written.
+            ptr: c.as_mut_ptr().wrapping_add(c0),
             ld,
             m,
             n,
@@ -105,20 +100,10 @@ impl<'a> Out<'a> {
         } else {
             cols
         };
-        let empty = m == 0 || n == 0;
-        // `MaybeUninit<f32>` has the layout of `f32`; writing through the raw pointer initialises.
-        let ptr = v.as_mut_ptr().cast::<f32>();
         Self {
-            ptr: if empty {
-                ptr
-            } else {
-                // SAFETY: `j0 < cols` here (`j0 + n <= cols`, `n > 0`), so `ptr + j0` is an
-                // element of row 0 of `v`.
-                #[allow(unsafe_code)]
-                unsafe {
-                    ptr.add(j0)
-                }
-            },
+            // `MaybeUninit<f32>` has the layout of `f32`; writing through the raw pointer
+            // initialises. `j0 + n <= cols`, so a non-empty `C` starts inside row 0 of `v`.
+            ptr: v.as_mut_ptr().cast::<f32>().wrapping_add(j0),
             ld,
             m,
             n,

@@ -5,9 +5,10 @@
 //! and add the partials in order, so their result does not depend on the thread count or on
 //! scheduling.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use ndarray::{Array2, ArrayViewMut2, ArrayViewMut3, Axis};
+use ndarray::{Array2, Array3, ArrayViewMut2, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 
 /// Fewest multiply-adds worth a rayon task (below this, scheduling costs more than it gains).
@@ -57,6 +58,17 @@ pub(crate) fn ranges(total: usize, len: usize) -> impl Iterator<Item = Range<usi
     (0..total)
         .step_by(len)
         .map(move |start| start..(start + len).min(total))
+}
+
+/// A map's output `(batch, rows, cols)`, left uninitialised for a map whose tasks write every
+/// element (no memset, and no extra pass over the pages, before the tasks write them). Debug
+/// builds fill it with NaN, so the oracle property tests see any element a map leaves unwritten.
+pub(crate) fn unwritten_output(shape: (usize, usize, usize)) -> Array3<MaybeUninit<f32>> {
+    let mut y = Array3::uninit(shape);
+    if cfg!(debug_assertions) {
+        y.fill(MaybeUninit::new(f32::NAN));
+    }
+    y
 }
 
 /// One map task: batch item, range of units, and the output block it owns.

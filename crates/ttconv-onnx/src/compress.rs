@@ -16,7 +16,7 @@ use crate::conv::ConvAttrs;
 use crate::error::{Error, Result};
 use crate::graph::{GraphPath, NameSet, all_names, for_each_graph, graph_at, graph_at_mut};
 use crate::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
-use crate::tensor::{any_dtype, dims, to_f32};
+use crate::tensor::{any_dtype, dim_value, dims, tensor_value_info, to_f32};
 
 /// Where a constant tensor is defined (its identity: two Convs share a weight when they read
 /// the same definition, not merely the same name).
@@ -561,11 +561,10 @@ fn remove_unread(model: &mut ModelProto, items: &[(GraphPath, String)]) {
         return;
     };
     for (path, name) in items {
+        let is_definition =
+            |n: &NodeProto| n.op_type == "Constant" && n.output.first() == Some(name);
         let defines = |g: &GraphProto| {
-            g.initializer.iter().any(|t| &t.name == name)
-                || g.node
-                    .iter()
-                    .any(|n| n.op_type == "Constant" && n.output.first() == Some(name))
+            g.initializer.iter().any(|t| &t.name == name) || g.node.iter().any(is_definition)
         };
         let Some(depth) = (0..=path.len())
             .rev()
@@ -580,8 +579,7 @@ fn remove_unread(model: &mut ModelProto, items: &[(GraphPath, String)]) {
         g.initializer.retain(|t| &t.name != name);
         g.input.retain(|v| &v.name != name);
         g.value_info.retain(|v| &v.name != name);
-        g.node
-            .retain(|n| !(n.op_type == "Constant" && n.output.first() == Some(name)));
+        g.node.retain(|n| !is_definition(n));
     }
 }
 
@@ -600,25 +598,6 @@ fn reads_below(g: &GraphProto) -> std::collections::HashSet<&str> {
 
 /// The graph-input entry of an initializer (its element type and dims).
 fn initializer_input(t: &TensorProto) -> crate::proto::ValueInfoProto {
-    use crate::proto::{Dimension, TensorShapeProto, TypeProto, dimension, type_proto};
-    crate::proto::ValueInfoProto {
-        name: t.name.clone(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: t.data_type,
-                shape: Some(TensorShapeProto {
-                    dim: t
-                        .dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(dimension::Value::DimValue(d)),
-                            ..Dimension::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..TypeProto::default()
-        }),
-        ..crate::proto::ValueInfoProto::default()
-    }
+    let dims = t.dims.iter().map(|&d| dim_value(d)).collect();
+    tensor_value_info(&t.name, t.data_type, dims)
 }

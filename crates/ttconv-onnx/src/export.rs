@@ -14,38 +14,11 @@ use ttconv_models::{DType, Geometry, build_layer, layer_parts, tt_from_cores};
 use crate::chain::{ChainNames, chain_nodes, chain_weights};
 use crate::conv::{AutoPad, ConvAttrs};
 use crate::error::{Error, Result};
-use crate::proto::{
-    Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
-    ValueInfoProto, data_type, dimension, type_proto,
-};
-use crate::tensor::{dims, from_f32, to_f32};
+use crate::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, data_type};
+use crate::tensor::{dim_param, dim_value, dims, from_f32, tensor_value_info, to_f32};
 
 /// The opset of exported models: `Conv` is unchanged since opset 11.
 pub const EXPORT_OPSET: i64 = 17;
-
-fn tensor_type(dims: Vec<Dimension>) -> Option<TypeProto> {
-    Some(TypeProto {
-        value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-            elem_type: data_type::FLOAT,
-            shape: Some(TensorShapeProto { dim: dims }),
-        })),
-        ..TypeProto::default()
-    })
-}
-
-fn dim_param(name: &str) -> Dimension {
-    Dimension {
-        value: Some(dimension::Value::DimParam(name.into())),
-        ..Dimension::default()
-    }
-}
-
-fn dim_value(n: usize) -> Dimension {
-    Dimension {
-        value: Some(dimension::Value::DimValue(n as i64)),
-        ..Dimension::default()
-    }
-}
 
 /// `layer` as an ONNX model (module docs).
 pub fn export_layer(layer: &TtConv) -> Result<ModelProto> {
@@ -79,9 +52,9 @@ pub fn export_layer(layer: &TtConv) -> Result<ModelProto> {
         values: (0..d + 1).map(|i| format!("y/{i}")).collect(),
     };
     let node = chain_nodes(&conv, &attrs, &weights, &names);
-    let mut x_dims = vec![dim_param("batch"), dim_value(cin)];
+    let mut x_dims = vec![dim_param("batch"), dim_value(cin as i64)];
     x_dims.extend((0..d).map(|j| dim_param(&format!("in_{j}"))));
-    let mut y_dims = vec![dim_param("batch"), dim_value(cout)];
+    let mut y_dims = vec![dim_param("batch"), dim_value(cout as i64)];
     y_dims.extend((0..d).map(|j| dim_param(&format!("out_{j}"))));
     Ok(ModelProto {
         ir_version: 8,
@@ -103,16 +76,8 @@ pub fn export_layer(layer: &TtConv) -> Result<ModelProto> {
             node,
             name: "tt_conv".into(),
             initializer,
-            input: vec![ValueInfoProto {
-                name: "x".into(),
-                r#type: tensor_type(x_dims),
-                ..ValueInfoProto::default()
-            }],
-            output: vec![ValueInfoProto {
-                name: "y".into(),
-                r#type: tensor_type(y_dims),
-                ..ValueInfoProto::default()
-            }],
+            input: vec![tensor_value_info("x", data_type::FLOAT, x_dims)],
+            output: vec![tensor_value_info("y", data_type::FLOAT, y_dims)],
             ..GraphProto::default()
         }),
         ..ModelProto::default()

@@ -1,10 +1,49 @@
-//! `TensorProto` <-> `ndarray`: the floating-point tensors a Conv's weight can be.
+//! `TensorProto` <-> `ndarray`: the floating-point tensors a Conv's weight can be; and the graph
+//! entry (`ValueInfoProto`) that declares a tensor value.
 
 use ndarray::{ArrayD, IxDyn};
 use ttconv_models::DType;
 
 use crate::error::{Error, Result};
-use crate::proto::{TensorProto, data_type};
+use crate::proto::{
+    Dimension, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, data_type, dimension,
+    type_proto,
+};
+
+/// The graph entry declaring tensor value `name` of element type `elem_type` and shape `dims`.
+pub(crate) fn tensor_value_info(
+    name: &str,
+    elem_type: i32,
+    dims: Vec<Dimension>,
+) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type,
+                shape: Some(TensorShapeProto { dim: dims }),
+            })),
+            ..TypeProto::default()
+        }),
+        ..ValueInfoProto::default()
+    }
+}
+
+/// A dimension of known size.
+pub(crate) fn dim_value(n: i64) -> Dimension {
+    Dimension {
+        value: Some(dimension::Value::DimValue(n)),
+        ..Dimension::default()
+    }
+}
+
+/// A named, symbolic dimension.
+pub(crate) fn dim_param(name: &str) -> Dimension {
+    Dimension {
+        value: Some(dimension::Value::DimParam(name.into())),
+        ..Dimension::default()
+    }
+}
 
 /// The [`DType`] of an ONNX element type, for the float types a Conv weight can have.
 pub fn float_dtype(elem_type: i32) -> Option<DType> {

@@ -5,12 +5,23 @@ use std::path::PathBuf;
 
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
+use ttconv_models::{Policy, RankRule, Target};
 use ttconv_onnx::conv::{AutoPad, ConvAttrs, ints_attribute};
 use ttconv_onnx::proto::{
     AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto, attribute_type, data_type, dimension, type_proto,
 };
 use ttconv_onnx::{Runtime, Value};
+
+/// Every layer at full rank (tolerance 0), kept even when not smaller: the rewrite must then
+/// reproduce the original model.
+pub fn full_rank() -> Policy {
+    Policy {
+        target: Target::PerLayer(RankRule::Tolerance(0.0)),
+        require_smaller: false,
+        ..Policy::default()
+    }
+}
 
 /// The repository's `tests/golden/onnx` folder.
 pub fn golden_dir() -> PathBuf {

@@ -5,21 +5,13 @@
 //! Two references: the layer crate's direct oracle evaluating both graphs node by node (always
 //! runs), and ONNX Runtime running both models (when its library is installed).
 
-use crate::common::{ConvCase, eval_convs, rel_error, runtime};
+use crate::common::{ConvCase, eval_convs, full_rank, rel_error, runtime};
 use proptest::prelude::*;
-use ttconv_models::{Policy, RankRule, ReportOptions, Target};
+use ttconv_models::ReportOptions;
 use ttconv_onnx::conv::AutoPad;
 use ttconv_onnx::{Value, compress, model_to_bytes};
 
 /// Full rank (tolerance 0), kept even when not smaller: the chain must be exact up to rounding.
-fn full_rank() -> Policy {
-    Policy {
-        target: Target::PerLayer(RankRule::Tolerance(0.0)),
-        require_smaller: false,
-        ..Policy::default()
-    }
-}
-
 fn case() -> impl Strategy<Value = ConvCase> {
     (1usize..=3)
         .prop_flat_map(|d| {

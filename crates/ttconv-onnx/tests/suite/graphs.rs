@@ -2,9 +2,9 @@
 //! and why, and everything else kept as it was.
 
 use crate::common::{
-    ConvCase, initializer, model, random, rel_error, runtime, untyped_output, value_info,
+    ConvCase, full_rank, initializer, model, random, rel_error, runtime, untyped_output, value_info,
 };
-use ttconv_models::{Outcome, Policy, RankRule, ReportOptions, SkipReason, Target};
+use ttconv_models::{Outcome, Policy, RankRule, Report, ReportOptions, SkipReason, Target};
 use ttconv_onnx::conv::{AutoPad, ints_attribute};
 use ttconv_onnx::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto,
@@ -12,12 +12,9 @@ use ttconv_onnx::proto::{
 };
 use ttconv_onnx::{Value, compress, model_to_bytes, parameter_count, parse_model};
 
-fn full_rank() -> Policy {
-    Policy {
-        target: Target::PerLayer(RankRule::Tolerance(0.0)),
-        require_smaller: false,
-        ..Policy::default()
-    }
+/// `m` compressed at full rank with the default report options.
+fn compress_full(m: &ModelProto) -> (ModelProto, Report) {
+    compress(m, &full_rank(), &ReportOptions::default(), &mut |_| {}).unwrap()
 }
 
 fn conv(name: &str, x: &str, w: &str, y: &str, strides: &[usize]) -> NodeProto {
@@ -79,13 +76,7 @@ fn shared_weight_model() -> ModelProto {
 #[test]
 fn a_shared_weight_is_decomposed_once_and_its_cores_are_shared() {
     let original = shared_weight_model();
-    let (out, report) = compress(
-        &original,
-        &full_rank(),
-        &ReportOptions::default(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let (out, report) = compress_full(&original);
     // One row, one decomposition, for the three nodes.
     assert_eq!(report.totals.compressed, 1, "{}", report.to_table());
     assert_eq!(report.layers.len(), 1);
@@ -176,7 +167,7 @@ fn a_weight_in_a_constant_node_is_compressed_and_the_constant_removed() {
             ..NodeProto::default()
         },
     );
-    let (out, report) = compress(&m, &full_rank(), &ReportOptions::default(), &mut |_| {}).unwrap();
+    let (out, report) = compress_full(&m);
     assert_eq!(report.totals.compressed, 1);
     let g = out.graph.as_ref().unwrap();
     assert!(
@@ -220,13 +211,7 @@ fn grouped_convs_and_overridable_weights_are_kept_with_their_reason() {
         ..AttributeProto::default()
     });
     g.input[0] = value_info("x", &[1, 2, 5, 5]);
-    let (out, report) = compress(
-        &grouped,
-        &full_rank(),
-        &ReportOptions::default(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let (out, report) = compress_full(&grouped);
     assert_eq!(out, grouped, "nothing rewritten");
     assert!(matches!(
         &report.layers[0].outcome,
@@ -239,13 +224,7 @@ fn grouped_convs_and_overridable_weights_are_kept_with_their_reason() {
     let mut overridable = c.model();
     let g = overridable.graph.as_mut().unwrap();
     g.input.push(value_info("w", &[4, 2, 3, 3]));
-    let (out, report) = compress(
-        &overridable,
-        &full_rank(),
-        &ReportOptions::default(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let (out, report) = compress_full(&overridable);
     assert_eq!(out, overridable);
     assert!(matches!(
         &report.layers[0].outcome,
@@ -305,13 +284,7 @@ fn if_model() -> ModelProto {
 #[test]
 fn convs_inside_if_branches_are_compressed_with_the_cores_in_the_enclosing_graph() {
     let original = if_model();
-    let (out, report) = compress(
-        &original,
-        &full_rank(),
-        &ReportOptions::default(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let (out, report) = compress_full(&original);
     assert_eq!(report.totals.compressed, 1, "{}", report.to_table());
     let g = out.graph.as_ref().unwrap();
     assert_eq!(g.initializer.len(), 4, "the cores, in the main graph");
@@ -441,7 +414,7 @@ fn a_conv_of_five_spatial_modes_is_kept() {
         seed: 4,
     };
     let m = c.model();
-    let (out, report) = compress(&m, &full_rank(), &ReportOptions::default(), &mut |_| {}).unwrap();
+    let (out, report) = compress_full(&m);
     assert_eq!(out, m);
     assert!(matches!(
         &report.layers[0].outcome,
@@ -467,7 +440,7 @@ fn weights_are_told_apart_by_their_definition_not_their_name() {
             .initializer
             .push(initializer("w", &random(&[3, 3, 3, 3], 100 + k as u64)));
     }
-    let (out, report) = compress(&m, &full_rank(), &ReportOptions::default(), &mut |_| {}).unwrap();
+    let (out, report) = compress_full(&m);
     assert_eq!(report.totals.compressed, 3, "{}", report.to_table());
     let g = out.graph.as_ref().unwrap();
     for attr in &g.node[0].attribute {
@@ -523,7 +496,7 @@ fn an_inner_non_constant_definition_hides_an_outer_constant() {
     let g = m.graph.as_mut().unwrap();
     let branch = g.node[0].attribute[0].g.as_mut().unwrap();
     branch.input.push(value_info("w", &[3, 3, 3, 3]));
-    let (_, report) = compress(&m, &full_rank(), &ReportOptions::default(), &mut |_| {}).unwrap();
+    let (_, report) = compress_full(&m);
     let kept = report
         .layers
         .iter()

@@ -3,22 +3,14 @@
 
 use std::collections::HashMap;
 
-use crate::common::{golden_dir, runtime};
-use ttconv_models::{Outcome, Policy, RankRule, ReportOptions, SkipReason, Target};
+use crate::common::{full_rank, golden_dir, runtime};
+use ttconv_models::{Outcome, Policy, ReportOptions, SkipReason};
 use ttconv_onnx::{
     compress, model_to_bytes, parameter_count, parse_model, random_inputs, read_model, verify,
 };
 
 const BASIC_PITCH: &str = "basic-pitch-0.4.0/nmp.onnx";
 const SILERO: &str = "silero-vad-6.2.3/silero_vad_16k_sequence.onnx";
-
-fn full_rank() -> Policy {
-    Policy {
-        target: Target::PerLayer(RankRule::Tolerance(0.0)),
-        require_smaller: false,
-        ..Policy::default()
-    }
-}
 
 #[test]
 fn both_models_round_trip_through_the_reader() {
