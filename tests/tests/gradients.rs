@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use ttconv::{AxisGeometry, Implementation, TtConv, TtConvConfig, TtTensor, oracle};
-use ttconv_cpu::CpuBackend;
+use ttconv_cpu::{CpuBackend, CpuOptions};
 
 /// `L = sum(y * gy)` for the layer's cores, bias and input, computed entirely in f64: the TT
 /// reconstructed in f64 and the direct convolution accumulated in f64.
@@ -236,6 +236,28 @@ proptest! {
         if let (Some(b), Some(t)) = (&f.bias, &terms.bias) {
             assert_close("bias vs oracle", &b.clone().into_dyn(), &gb.into_dyn(), term_scale(&t.clone().into_dyn()))?;
         }
+    }
+
+    /// The CPU backend's fused training forward and backward (two items or more: one batch
+    /// item per task, the intermediates in a per-thread workspace) give the output and the
+    /// gradients of the steps run one primitive at a time (`fused: false`), within the
+    /// tolerance of equivalence.rs: both are f32 sums of the same products, associated
+    /// differently.
+    #[test]
+    fn fused_training_equals_the_primitives(
+        case in case_strategy().prop_map(|mut c| { c.batch += 1; c }),
+        input_grad in any::<bool>(),
+    ) {
+        let (layer, x) = build(&case);
+        let (fused, plain) = (CpuBackend::new(), CpuBackend::with_options(CpuOptions { fused: false, ..CpuOptions::default() }));
+        let y = oracle_output(&layer, &x);
+        let mut rng = StdRng::seed_from_u64(case.seed ^ 7);
+        let gy = random_array(y.shape(), &mut rng);
+        let run = |backend: &CpuBackend| layer.forward_backward(backend, x.view(), gy.view(), Implementation::Factorized, input_grad).unwrap();
+        let ((yf, f), (yp, p)) = (run(&fused), run(&plain));
+        assert_close("training forward", &yf, &yp, max_abs(&y).max(output_terms(&layer, &x)))?;
+        prop_assert_eq!(f.input.is_some(), input_grad);
+        compare_gradients(&f, &p, &gradient_terms(&fused, &layer, &x, &gy))?;
     }
 
     /// A transducted layer's gradients equal those of a 3-D layer built from the same kernel

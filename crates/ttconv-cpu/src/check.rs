@@ -130,6 +130,36 @@ pub(crate) fn program_operands(
     }
 }
 
+/// The kept step inputs, the output gradient and the step weights of a fused factorized
+/// backward must be those the program was built for: `kept[i]` of step `i`'s input shape, `gy`
+/// of the program's output shape.
+pub(crate) fn backward_operands(
+    program: &FactorizedProgram,
+    weights: &StepWeights<'_, CpuBackend>,
+    kept: &[ArrayD<f32>],
+    gy: &[usize],
+) -> Result<()> {
+    program.check_kept(kept.len())?;
+    program_operands(kept[0].shape(), program, weights)?;
+    for (i, (step, z)) in program.steps().iter().zip(kept).enumerate() {
+        if z.shape() != step.input_shape.as_slice() {
+            return Err(shape(
+                format!("kept input of step {i}"),
+                format!("{:?}", step.input_shape),
+                z.shape(),
+            ));
+        }
+    }
+    if gy != program.output_shape() {
+        return Err(shape(
+            "factorized output gradient",
+            format!("{:?} (the program's output)", program.output_shape()),
+            gy,
+        ));
+    }
+    Ok(())
+}
+
 /// `x` in standard (row-major) layout: moved when it already is, copied otherwise (a GEMM
 /// result may come back column-major).
 pub(crate) fn into_standard<D: ndarray::Dimension>(

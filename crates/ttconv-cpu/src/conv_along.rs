@@ -13,7 +13,7 @@
 
 use std::ops::Range;
 
-use ndarray::{Array3, ArrayView3, Axis, s};
+use ndarray::{Array3, ArrayView2, ArrayView3, ArrayViewMut2, Axis, s};
 use rayon::prelude::*;
 use ttconv::AxisGeometry;
 
@@ -240,21 +240,33 @@ pub(crate) fn grad_input(
     column_tasks(gx.view_mut(), chunk, c)
         .into_par_iter()
         .for_each(|(b, q, mut gxb)| {
-            let gyb = gy.index_axis(Axis(0), b);
-            let base = q.start * c;
-            for t in 0..lines.kernel {
-                let wt = core.index_axis(Axis(1), t); // (r_in, r_out)
-                lines.runs_for_inputs(t, q.clone(), |r| {
-                    gemm(
-                        cols_mut(&mut gxb, r.x0 - base, r.xs, r.n),
-                        true,
-                        wt,
-                        cols(&gyb, r.y0, r.ys, r.n),
-                    );
-                });
-            }
+            grad_input_lines(gy.index_axis(Axis(0), b), core, &lines, q, &mut gxb);
         });
     gx
+}
+
+/// One item's input gradient on input lines `q`: adds every tap's contribution from `gyb`
+/// `(r_out, A * L_out * C)` into `gxb` `(r_in, q.len() * C)`, the item's columns of those lines
+/// (zeroed by the caller).
+pub(crate) fn grad_input_lines(
+    gyb: ArrayView2<'_, f32>,
+    core: ArrayView3<'_, f32>,
+    lines: &Lines,
+    q: Range<usize>,
+    gxb: &mut ArrayViewMut2<'_, f32>,
+) {
+    let base = q.start * lines.inner;
+    for t in 0..lines.kernel {
+        let wt = core.index_axis(Axis(1), t); // (r_in, r_out)
+        lines.runs_for_inputs(t, q.clone(), |r| {
+            gemm(
+                cols_mut(gxb, r.x0 - base, r.xs, r.n),
+                true,
+                wt,
+                cols(&gyb, r.y0, r.ys, r.n),
+            );
+        });
+    }
 }
 
 /// Core gradient: `x` `(B, r_in, A * L * C)`, `gy` `(B, r_out, A * L_out * C)`, returns
@@ -277,24 +289,37 @@ pub(crate) fn grad_weight(
     );
     let total = sum_partials(&groups, (r_in, k * r_out), r_in, |group, _, mut acc| {
         for (b, q) in group {
-            let xb = x.index_axis(Axis(0), *b);
-            let gyb = gy.index_axis(Axis(0), *b);
-            for t in 0..k {
-                let mut acc_t = acc.slice_mut(s![.., t * r_out..(t + 1) * r_out]);
-                lines.runs_for_outputs(t, q.clone(), |r| {
-                    gemm(
-                        acc_t.view_mut(),
-                        true,
-                        cols(&xb, r.x0, r.xs, r.n),
-                        cols(&gyb, r.y0, r.ys, r.n).reversed_axes(),
-                    );
-                });
-            }
+            let (xb, gyb) = (x.index_axis(Axis(0), *b), gy.index_axis(Axis(0), *b));
+            grad_weight_lines(xb, gyb, &lines, q.clone(), &mut acc);
         }
     });
     total
         .into_shape_with_order((r_in, k, r_out))
         .expect("standard layout (r_in, k * r_out) reshapes to (r_in, k, r_out)")
+}
+
+/// One item's core gradient over output lines `q`: adds `x_t gy^T` for every tap `t` into
+/// `acc` `(r_in, k * r_out)` (tap `t` in columns `t * r_out..`), from `xb` `(r_in, A * L * C)`
+/// and `gyb` `(r_out, A * L_out * C)`.
+pub(crate) fn grad_weight_lines(
+    xb: ArrayView2<'_, f32>,
+    gyb: ArrayView2<'_, f32>,
+    lines: &Lines,
+    q: Range<usize>,
+    acc: &mut ArrayViewMut2<'_, f32>,
+) {
+    let r_out = gyb.nrows();
+    for t in 0..lines.kernel {
+        let mut acc_t = acc.slice_mut(s![.., t * r_out..(t + 1) * r_out]);
+        lines.runs_for_outputs(t, q.clone(), |r| {
+            gemm(
+                acc_t.view_mut(),
+                true,
+                cols(&xb, r.x0, r.xs, r.n),
+                cols(&gyb, r.y0, r.ys, r.n).reversed_axes(),
+            );
+        });
+    }
 }
 
 #[cfg(test)]

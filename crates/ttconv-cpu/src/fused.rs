@@ -286,11 +286,55 @@ pub(crate) fn forward(plan: &Plan<'_>, x: &[f32], y: ArrayViewMut3<'_, MaybeUnin
                     plan,
                     x,
                     b,
-                    slab.start,
-                    slab.end,
+                    (slab.start, slab.end),
+                    plan.halo(slab.start, slab.end),
                     &mut yv,
-                    &mut ws.a,
-                    &mut ws.b,
+                    &mut [&mut ws.a[..], &mut ws.b[..]],
+                    &mut ws.pack,
+                    &mut ws.terms,
+                );
+            });
+        });
+}
+
+/// [`forward`] that also keeps the output of every op but the last in `kept[i]`
+/// `(batch, cout_i, S_i)`, row-major, for the backward: one task per batch item, each running
+/// the whole item (no slabs, so no halo is computed twice and no two tasks write one element).
+/// Every element of every intermediate is written.
+pub(crate) fn forward_keeping(
+    plan: &Plan<'_>,
+    x: &[f32],
+    mut y: ArrayViewMut3<'_, MaybeUninit<f32>>,
+    kept: &mut [ndarray::Array3<f32>],
+) {
+    debug_assert_eq!(kept.len(), plan.ops.len() - 1);
+    let mut per_item: Vec<Vec<&mut [f32]>> = (0..plan.batch).map(|_| Vec::new()).collect();
+    for k in kept.iter_mut() {
+        let item_len = k.dim().1 * k.dim().2;
+        let data = k.as_slice_mut().expect("kept intermediates are row-major");
+        for (bufs, chunk) in per_item.iter_mut().zip(data.chunks_mut(item_len.max(1))) {
+            bufs.push(chunk);
+        }
+    }
+    let lo0 = plan.out_sp[0];
+    y.outer_iter_mut()
+        .into_par_iter()
+        .zip(per_item.into_par_iter())
+        .enumerate()
+        .for_each(|(b, (mut yv, mut bufs))| {
+            WORKSPACE.with(|ws| {
+                let mut ws = ws.borrow_mut();
+                let ws = &mut *ws;
+                // Every input row, so each kept intermediate has its full layout (the rows
+                // past the halo that no op reads included).
+                run_slab(
+                    plan,
+                    x,
+                    b,
+                    (0, lo0),
+                    (0, plan.in_sp[0]),
+                    &mut yv,
+                    &mut bufs,
                     &mut ws.pack,
                     &mut ws.terms,
                 );
@@ -301,23 +345,28 @@ pub(crate) fn forward(plan: &Plan<'_>, x: &[f32], y: ArrayViewMut3<'_, MaybeUnin
 /// Runs the chain for batch item `b`, output rows `o0..o1` of axis 0, into `target`
 /// (`(cout, (o1 - o0) * prod(out_sp[1..]))`, columns contiguous; its rows are the slab's part of
 /// each output channel, so the last op writes into the layer's output in place).
+///
+/// Op `i` (but the last) writes its output into `bufs[i % bufs.len()]` and op `i + 1` reads it
+/// there: two buffers ping-pong, one per intermediate keeps every one (`forward_keeping`).
+///
+/// The ops before the convolution along axis 0 run on input rows `i_lo..i_hi`: the halo
+/// (`Plan::halo`) or more.
 fn run_slab(
     plan: &Plan<'_>,
     x: &[f32],
     b: usize,
-    o0: usize,
-    o1: usize,
+    (o0, o1): (usize, usize),
+    (i_lo, i_hi): (usize, usize),
     target: &mut ArrayViewMut2<'_, MaybeUninit<f32>>,
-    buf_a: &mut [f32],
-    buf_b: &mut [f32],
+    bufs: &mut [&mut [f32]],
     pack: &mut Vec<f32>,
     terms: &mut Vec<(usize, usize)>,
 ) {
     let s_in: usize = plan.in_sp.iter().product();
-    let (i_lo, i_hi) = plan.halo(o0, o1);
     let n_ops = plan.ops.len();
-    // (slice index: 0 = x, 1 = buf_a, 2 = buf_b), its place, and rows/row0 along axis 0.
-    let mut src_which = 0usize;
+    debug_assert!(n_ops == 1 || bufs.len() >= 2 || bufs.len() == n_ops - 1);
+    // The source (None = x, else the buffer index), its place, and rows/row0 along axis 0.
+    let mut src_buf: Option<usize> = None;
     let mut src_place = Place {
         base: b * plan.cin * s_in,
         cs: s_in,
@@ -340,13 +389,7 @@ fn run_slab(
         };
         let inner_out: usize = dims_out[1..].iter().product();
         let last = i + 1 == n_ops;
-        let dst_which = if last {
-            3
-        } else if src_which == 1 {
-            2
-        } else {
-            1
-        };
+        let dst_buf = (!last).then(|| i % bufs.len());
         let dst_place = Place {
             base: 0,
             cs: dst_rows * inner_out,
@@ -355,14 +398,14 @@ fn run_slab(
             (true, Some(bias)) => Init::Bias(bias),
             _ => Init::Zero,
         };
-        let (src, mut dst): (&[f32], Dst<'_, '_>) = match (src_which, dst_which) {
-            (0, 1) => (x, Dst::Buf(&mut *buf_a)),
-            (0, 3) => (x, Dst::Y(&mut *target)),
-            (1, 2) => (&*buf_a, Dst::Buf(&mut *buf_b)),
-            (1, 3) => (&*buf_a, Dst::Y(&mut *target)),
-            (2, 1) => (&*buf_b, Dst::Buf(&mut *buf_a)),
-            (2, 3) => (&*buf_b, Dst::Y(&mut *target)),
-            _ => unreachable!("ping-pong buffers"),
+        let (src, mut dst): (&[f32], Dst<'_, '_>) = match (src_buf, dst_buf) {
+            (None, None) => (x, Dst::Y(&mut *target)),
+            (None, Some(d)) => (x, Dst::Buf(&mut *bufs[d])),
+            (Some(r), None) => (&*bufs[r], Dst::Y(&mut *target)),
+            (Some(r), Some(d)) => {
+                let (read, write) = read_write(bufs, r, d);
+                (read, Dst::Buf(write))
+            }
         };
         match op.kind {
             Kind::Contract => {
@@ -397,10 +440,22 @@ fn run_slab(
                 );
             }
         }
-        src_which = dst_which;
+        src_buf = dst_buf;
         src_place = dst_place;
         src_rows = dst_rows;
         src_row0 = dst_row0;
+    }
+}
+
+/// Buffer `r` to read and buffer `w != r` to write.
+fn read_write<'a>(bufs: &'a mut [&mut [f32]], r: usize, w: usize) -> (&'a [f32], &'a mut [f32]) {
+    assert_ne!(r, w, "an op never writes the buffer it reads");
+    if r < w {
+        let (lo, hi) = bufs.split_at_mut(w);
+        (&*lo[r], &mut *hi[0])
+    } else {
+        let (lo, hi) = bufs.split_at_mut(r);
+        (&*hi[0], &mut *lo[w])
     }
 }
 

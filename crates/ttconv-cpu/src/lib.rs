@@ -26,6 +26,7 @@ mod conv_along;
 mod conv_dense;
 mod direct;
 mod fused;
+mod fused_backward;
 mod gemm;
 mod kernel;
 mod options;
@@ -38,7 +39,7 @@ mod test_support;
 mod weights;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
-use ttconv::{AxisGeometry, Backend, FactorizedProgram, Result, StepWeights};
+use ttconv::{AxisGeometry, Backend, FactorizedProgram, Result, StepGradients, StepWeights};
 
 pub use options::{CpuOptions, DenseAlgorithm, SimdLevel};
 pub use weights::CpuWeights;
@@ -504,6 +505,87 @@ impl Backend for CpuBackend {
         #[allow(unsafe_code)]
         let y = unsafe { y.assume_init() };
         unflatten(y, &nd_shape(batch, cout, out_sp))
+    }
+
+    /// The fused chain of `fused.rs` run one batch item per task, writing every intermediate
+    /// it computes into the kept step inputs on the way, for two items or more (the batches
+    /// [`Self::factorized_backward`] fuses); the primitives otherwise, or when the options say
+    /// `fused: false`.
+    fn factorized_forward_train(
+        &self,
+        x: ArrayD<f32>,
+        program: &FactorizedProgram,
+        weights: &StepWeights<'_, Self>,
+    ) -> Result<(ArrayD<f32>, Vec<ArrayD<f32>>)> {
+        if !self.options.fused || program.input_shape()[0] < 2 {
+            return program.run_keeping_inputs(self, x, weights);
+        }
+        check::program_operands(x.shape(), program, weights)?;
+        let plan = fused::Plan::new(program, weights, self.simd());
+        let (batch, cout, out_sp) = plan.output_shape();
+        let steps = program.steps();
+        // Zeroed (the chain reads them back as f32, so they are initialised before it starts);
+        // `forward_keeping` then writes every element.
+        let mut kept: Vec<_> = steps[1..]
+            .iter()
+            .map(|s| {
+                let sp: usize = s.input_shape[2..].iter().product();
+                ndarray::Array3::<f32>::zeros((batch, s.in_channels(), sp))
+            })
+            .collect();
+        let mut y = par::unwritten_output((batch, cout, out_sp.iter().product()));
+        {
+            let xs = x.as_standard_layout();
+            let xd = xs.as_slice().expect("standard layout is contiguous");
+            fused::forward_keeping(&plan, xd, y.view_mut(), &mut kept);
+        }
+        // SAFETY: `fused::forward_keeping` initialised every element of `y` (its contract: every
+        // item runs whole, its last op writing every column of every channel).
+        #[allow(unsafe_code)]
+        let y = unsafe { y.assume_init() };
+        let y = unflatten(y, &nd_shape(batch, cout, out_sp))?;
+        let mut inputs = Vec::with_capacity(steps.len());
+        inputs.push(x);
+        for (z, step) in kept.into_iter().zip(&steps[1..]) {
+            inputs.push(unflatten(z, &step.input_shape)?);
+        }
+        Ok((y, inputs))
+    }
+
+    /// The fused backward of `fused_backward.rs` (the steps in reverse per batch item, the
+    /// intermediate gradients in a per-thread workspace) for two items or more; the primitives
+    /// one by one at batch 1 (which split the item's positions over the cores) or when the
+    /// options say `fused: false`.
+    fn factorized_backward(
+        &self,
+        program: &FactorizedProgram,
+        weights: &StepWeights<'_, Self>,
+        kept: &[ArrayD<f32>],
+        gy: &ArrayD<f32>,
+        input_grad: bool,
+    ) -> Result<StepGradients<ArrayD<f32>>> {
+        if !self.options.fused || program.input_shape()[0] < 2 {
+            return program.backward(self, weights, kept, gy, input_grad);
+        }
+        check::backward_operands(program, weights, kept, gy.shape())?;
+        let plan = fused_backward::Plan::new(program, weights);
+        let kept: Vec<_> = kept.iter().map(|z| z.as_standard_layout()).collect();
+        let kept = kept.iter().map(check::flat).collect::<Result<Vec<_>>>()?;
+        let gy = gy.as_standard_layout();
+        let (gx, grads) = fused_backward::backward(&plan, &kept, check::flat(&gy)?, input_grad);
+        let gx = gx
+            .map(|gx| unflatten(gx, program.input_shape()))
+            .transpose()?;
+        let grads = program
+            .steps()
+            .iter()
+            .zip(grads)
+            .map(|(step, g)| {
+                ArrayD::from_shape_vec(IxDyn(&step.weight_shape()), g)
+                    .map_err(|_| shape("step weight gradient", "the weight's size", &[]))
+            })
+            .collect::<Result<_>>()?;
+        Ok((gx, grads))
     }
 }
 

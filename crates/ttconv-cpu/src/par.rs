@@ -18,9 +18,9 @@ const TASKS_PER_THREAD: usize = 4;
 /// Size a per-task scratch buffer (im2col) aims for: half of the 1 MiB per-core L2.
 pub(crate) const SCRATCH_BYTES: usize = 512 * 1024;
 /// Most partial sums a reduction keeps (a constant, so results are thread-count independent).
-const MAX_PARTIALS: usize = 16;
+pub(crate) const MAX_PARTIALS: usize = 16;
 /// Most bytes all partial sums of a reduction may take together.
-const PARTIALS_BYTES: usize = 32 << 20;
+pub(crate) const PARTIALS_BYTES: usize = 32 << 20;
 /// Fewest multiply-adds a group of a reduction does per float of its partial: zeroing a partial
 /// and adding it into the total cost about as much as this many multiply-adds per float, so a
 /// group with less work than that spends more time on its partial than on its share.
@@ -210,12 +210,20 @@ where
             ArrayViewMut2::from_shape((r.len(), cols), chunk).expect("a chunk holds whole rows");
         f(&groups[g], r, acc);
     });
+    let total = sum_in_order(partials);
+    Array2::from_shape_vec(shape, total).expect("rows * cols floats")
+}
+
+/// The element-wise sum of equally long partial sums, added in their order (blocks of elements
+/// in parallel, so the result is the same on any thread count); every partial but the first,
+/// which becomes the total, goes back to the [`scratch`] pool.
+pub(crate) fn sum_in_order(partials: Vec<Vec<f32>>) -> Vec<f32> {
     let mut it = partials.into_iter();
-    let mut total = it.next().expect("at least one group");
+    let Some(mut total) = it.next() else {
+        return Vec::new();
+    };
     let rest: Vec<Vec<f32>> = it.collect();
     if !rest.is_empty() {
-        // Element-wise sums in group order, blocks in parallel: the same result on any thread
-        // count.
         total
             .par_chunks_mut(SUM_BLOCK)
             .enumerate()
@@ -229,7 +237,7 @@ where
             });
     }
     rest.into_iter().for_each(scratch::give);
-    Array2::from_shape_vec(shape, total).expect("rows * cols floats")
+    total
 }
 
 /// Floats per task when the partial sums are added together.

@@ -19,7 +19,7 @@ use ndarray::{ArrayD, ArrayViewD};
 use crate::cost::CostConstants;
 use crate::error::Result;
 use crate::geometry::AxisGeometry;
-use crate::program::{FactorizedProgram, StepWeights};
+use crate::program::{FactorizedProgram, StepGradients, StepWeights};
 
 /// The weights of a factorized TT convolution, prepared for one backend.
 ///
@@ -206,5 +206,25 @@ pub trait Backend: Send + Sync {
         weights: &StepWeights<'_, Self>,
     ) -> Result<(Self::Tensor, Vec<Self::Tensor>)> {
         program.run_keeping_inputs(self, x, weights)
+    }
+
+    /// The factorized backward: from the step inputs `kept` of a
+    /// [`Self::factorized_forward_train`] of `program` and `gy = dL/dy` (shape
+    /// [`FactorizedProgram::output_shape`]), returns `dL/dx` (when `input_grad`) and the gradient
+    /// of every step's weight in step order, each of shape [`crate::Step::weight_shape`]. The bias
+    /// gradient is [`Self::bias_grad`].
+    ///
+    /// The default walks the steps in reverse through the primitives
+    /// ([`FactorizedProgram::backward`]), materialising every intermediate gradient; a backend
+    /// may override it with a fused version giving the same gradients up to rounding.
+    fn factorized_backward(
+        &self,
+        program: &FactorizedProgram,
+        weights: &StepWeights<'_, Self>,
+        kept: &[Self::Tensor],
+        gy: &Self::Tensor,
+        input_grad: bool,
+    ) -> Result<StepGradients<Self::Tensor>> {
+        program.backward(self, weights, kept, gy, input_grad)
     }
 }

@@ -1,10 +1,11 @@
 //! Backward passes: gradients of a scalar loss for the input, every TT core and the bias.
 //!
 //! Given `gy = dL/dy`:
-//! - factorized: the steps of the training forward's [`FactorizedProgram`] are walked in
-//!   reverse, each through its backward counterpart (GEMM transposes for the contractions, a
-//!   transposed 1-D convolution for the input gradient of each spatial step, the correlation of
-//!   the step's kept input with the gradient for its weight); the gradient of a merged end core is
+//! - factorized: the backend's [`Backend::factorized_backward`] walks the steps of the training
+//!   forward's [`FactorizedProgram`] in reverse (by default each through its backward
+//!   counterparts: GEMM transposes for the contractions, a transposed 1-D convolution for the
+//!   input gradient of each spatial step, the correlation of the step's kept input with the
+//!   gradient for its weight; the CPU backend fuses them per batch item); the gradient of a merged end core is
 //!   split on the backend into the gradients of the two cores it was made of. Every gradient
 //!   stays a backend tensor until the end of the call, then is downloaded once;
 //! - reconstructed: the dense kernel gradient `dL/dW` (a correlation of the input with `gy`), then
@@ -23,7 +24,7 @@ use crate::config::Implementation;
 use crate::error::{Error, Result};
 use crate::forward::PreparedTtConv;
 use crate::layer::TtConv;
-use crate::program::{FactorizedProgram, StepOp, StepWeight};
+use crate::program::{FactorizedProgram, StepWeight};
 
 /// Gradients of a scalar loss with respect to a layer's input and parameters.
 #[derive(Clone, Debug)]
@@ -181,8 +182,8 @@ impl<B: Backend> PreparedTtConv<'_, B> {
         })
     }
 
-    /// Walks the program's steps in reverse: each step's weight gradient from its kept input
-    /// and the gradient of its output, then the gradient of its input.
+    /// The backend's factorized backward ([`Backend::factorized_backward`]: the steps in
+    /// reverse), then each step's weight gradient filed under the cores it is made of.
     fn factorized_backward(
         &self,
         program: &FactorizedProgram,
@@ -193,42 +194,18 @@ impl<B: Backend> PreparedTtConv<'_, B> {
         let backend = self.backend();
         // The context's stamp was checked: the program is this layer's.
         let weights = self.weights_of(program)?;
-        let steps = program.steps();
-        debug_assert_eq!(inputs.len(), steps.len(), "one kept input per step");
+        let (input, step_grads) =
+            backend.factorized_backward(program, &weights, inputs, gy, input_grad)?;
         let mut grads: Vec<Option<B::Tensor>> =
             (0..self.layer().order() + 2).map(|_| None).collect();
-        let mut g: Option<B::Tensor> = None;
-        for (i, step) in steps.iter().enumerate().rev() {
-            let upstream = g.as_ref().unwrap_or(gy);
-            let z = &inputs[i];
-            let w = weights.steps[i];
-            let g_weight = match step.op {
-                StepOp::Contract => backend.contract_channels_grad_weight(z, upstream)?,
-                StepOp::ConvAlong {
-                    axis,
-                    kernel,
-                    geometry,
-                } => backend.conv_along_grad_weight(z, upstream, axis, kernel, geometry)?,
-            };
-            self.assign_gradient(step.weight, g_weight, &mut grads)?;
-            let g_input = if i > 0 || input_grad {
-                Some(match step.op {
-                    StepOp::Contract => backend.contract_channels_grad_input(upstream, w)?,
-                    StepOp::ConvAlong { axis, geometry, .. } => {
-                        let len = step.input_shape[axis + 2];
-                        backend.conv_along_grad_input(upstream, axis, w, geometry, len)?
-                    }
-                })
-            } else {
-                None
-            };
-            g = g_input;
+        for (step, g) in program.steps().iter().zip(step_grads) {
+            self.assign_gradient(step.weight, g, &mut grads)?;
         }
         let grads = grads
             .into_iter()
             .map(|g| g.expect("every core is read by one step"))
             .collect();
-        Ok((if input_grad { g } else { None }, grads))
+        Ok((input, grads))
     }
 
     /// Files the gradient of one step's weight (a backend tensor) under the cores it is made of,

@@ -48,7 +48,7 @@ pub use forward::PreparedTtConv;
 pub use geometry::{AxisGeometry, output_spatial};
 pub use layer::{INIT_STD, Init, MAX_ACTIVATION_ELEMENTS, MAX_KERNEL_ELEMENTS, TtConv};
 pub use optim::{Adam, Optimizer, Sgd};
-pub use program::{FactorizedProgram, Step, StepOp, StepWeight, StepWeights};
+pub use program::{FactorizedProgram, Step, StepGradients, StepOp, StepWeight, StepWeights};
 pub use tt_core::{RankOptions, RankSpec, Rounding, Truncation, TruncationReport, TtTensor};
 
 /// The README's usage example, compiled and run as a doctest.

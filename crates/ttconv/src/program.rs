@@ -4,7 +4,8 @@
 //! (layer, input shape), with every step's shapes validated and its cost counted; the cost model
 //! and `Auto` sum its steps, the [`Backend`]'s default factorized forward runs its steps through
 //! the primitives ([`FactorizedProgram::run`]), a fused backend (the CPU one) reads the same steps,
-//! the training forward keeps each step's input, the backward walks the steps in reverse, and the
+//! the training forward keeps each step's input, the backward walks the steps in reverse
+//! ([`FactorizedProgram::backward`], or a backend's fused version of it), and the
 //! bench times them one by one ([`FactorizedProgram::run_step`]).
 //!
 //! The plain chain for a layer of order `d` with TT ranks `(1, r_1, .., r_{d+1}, 1)` is
@@ -135,6 +136,10 @@ impl Step {
         }
     }
 }
+
+/// What a factorized backward returns: `dL/dx` (when asked for) and the gradient of every step's
+/// weight in step order, each of shape [`Step::weight_shape`].
+pub type StepGradients<T> = (Option<T>, Vec<T>);
 
 /// The weights of a program's steps on a backend, in step order, and the bias.
 #[derive(Debug)]
@@ -303,6 +308,68 @@ impl FactorizedProgram {
         let y = self.chain(backend, &x, weights, Some(&mut kept))?;
         kept.insert(0, x);
         Ok((y, kept))
+    }
+
+    /// The backward of [`Self::run_keeping_inputs`] through the backend's primitives (the
+    /// default [`Backend::factorized_backward`]): walks the steps in reverse from `gy = dL/dy`,
+    /// each step's weight gradient from its kept input `kept[i]` and the gradient of its output,
+    /// then the gradient of its input (skipped for step 0 unless `input_grad`).
+    ///
+    /// Returns `dL/dx` (when `input_grad`) and `dL/dw_i` for every step `i`, in step order, each
+    /// of shape [`Step::weight_shape`] (a contraction's `(in, out)`, a convolution's
+    /// `(in, kernel, out)`); the bias gradient is not part of it.
+    pub fn backward<B: Backend + ?Sized>(
+        &self,
+        backend: &B,
+        weights: &StepWeights<'_, B>,
+        kept: &[B::Tensor],
+        gy: &B::Tensor,
+        input_grad: bool,
+    ) -> Result<StepGradients<B::Tensor>> {
+        self.check_weights(weights)?;
+        self.check_kept(kept.len())?;
+        let mut grads: Vec<Option<B::Tensor>> = self.steps.iter().map(|_| None).collect();
+        let mut g: Option<B::Tensor> = None;
+        for (i, step) in self.steps.iter().enumerate().rev() {
+            let upstream = g.as_ref().unwrap_or(gy);
+            let (z, w) = (&kept[i], weights.steps[i]);
+            grads[i] = Some(match step.op {
+                StepOp::Contract => backend.contract_channels_grad_weight(z, upstream)?,
+                StepOp::ConvAlong {
+                    axis,
+                    kernel,
+                    geometry,
+                } => backend.conv_along_grad_weight(z, upstream, axis, kernel, geometry)?,
+            });
+            g = if i > 0 || input_grad {
+                Some(match step.op {
+                    StepOp::Contract => backend.contract_channels_grad_input(upstream, w)?,
+                    StepOp::ConvAlong { axis, geometry, .. } => {
+                        let len = step.input_shape[axis + 2];
+                        backend.conv_along_grad_input(upstream, axis, w, geometry, len)?
+                    }
+                })
+            } else {
+                None
+            };
+        }
+        let grads = grads
+            .into_iter()
+            .map(|g| g.expect("the walk visits every step"))
+            .collect();
+        Ok((if input_grad { g } else { None }, grads))
+    }
+
+    /// A backward needs one kept input per step.
+    pub fn check_kept(&self, kept: usize) -> Result<()> {
+        if kept == self.steps.len() {
+            return Ok(());
+        }
+        Err(Error::Shape {
+            what: "kept step inputs".into(),
+            expected: format!("{} (one per step)", self.steps.len()),
+            got: vec![kept],
+        })
     }
 
     /// The chain; with `kept`, the output of every step but the last is pushed onto it.
