@@ -11,6 +11,7 @@
 //! Decompositions compute in f64 (through `faer`) for f32 and f64 inputs alike.
 
 mod array;
+mod eigen;
 mod error;
 mod fit;
 mod linalg;

@@ -8,6 +8,8 @@
 //!   used only when the result is *resolved*: the smallest kept `sigma^2` and the discarded energy
 //!   (and, for tolerance truncation, `delta^2`) lie far above that noise floor. Otherwise the thin
 //!   SVD is computed instead; the method used is reported, never a silently worse result.
+//!   All eigenvalues are computed, and only the kept eigenvectors (`eigen.rs`: inverse iteration
+//!   on the tridiagonal form when they are few, each result checked).
 //!
 //! Either way the left factor `U_r` is orthonormal and the carried matrix is `U_r^T A`
 //! (= `S_r V_r^T`), so `U_r (U_r^T A)` is the orthogonal projection of `A` and the discarded
@@ -15,11 +17,11 @@
 
 use faer::diag::Diag;
 use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::evd::{ComputeEigenvectors, self_adjoint_evd, self_adjoint_evd_scratch};
 use faer::linalg::matmul::matmul;
 use faer::linalg::svd::{ComputeSvdVectors, svd, svd_scratch};
 use faer::{Accum, Mat, MatRef, Par, Side};
 
+use crate::eigen::Tridiagonal;
 use crate::error::{Error, Result};
 
 /// Smallest `min(m, n)` for which the Gram route is tried. Lowered from 96: on the (64,3,3,64)
@@ -274,54 +276,41 @@ fn gram_wide(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Option<Truncated>> {
     let par = parallelism(m, n);
     let mut gram = Mat::<f64>::zeros(m, m);
     matmul(gram.as_mut(), Accum::Replace, a, a.transpose(), 1.0, par);
-    let mut eigenvalues = Diag::<f64>::zeros(m);
-    let mut eigenvectors = Mat::<f64>::zeros(m, m);
-    let mut mem = MemBuffer::new(self_adjoint_evd_scratch::<f64>(
-        m,
-        ComputeEigenvectors::Yes,
-        par,
-        Default::default(),
-    ));
-    self_adjoint_evd(
-        gram.as_ref(),
-        eigenvalues.as_mut(),
-        Some(eigenvectors.as_mut()),
-        par,
-        MemStack::new(&mut mem),
-        Default::default(),
-    )
-    .map_err(|_| Error::NoConvergence("Gram eigen-decomposition"))?;
-    // Eigenvalues come in non-decreasing order: reverse to non-increasing.
-    let lam: Vec<f64> = eigenvalues
-        .column_vector()
-        .iter()
-        .rev()
-        .map(|&l| l.max(0.0))
-        .collect();
-    let lam0 = lam[0];
-    if lam0 == 0.0 {
-        return Ok(None);
+    // All eigenvalues (they decide the rank), and only the kept eigenvectors.
+    let max_keep = match rule {
+        KeepRule::Rank(r) => r,
+        KeepRule::Delta { max_rank, .. } => max_rank,
     }
-    let noise = m as f64 * f64::EPSILON * lam0;
-    let resolved = |x: f64| x > GRAM_MARGIN * noise;
-    let r = choose_rank(&lam, rule, m, n);
-    let discarded = tail_sum(&lam, r);
-    let ok = resolved(lam[r - 1])
-        && (r == m || resolved(discarded))
-        && match rule {
-            KeepRule::Delta { delta2, .. } => resolved(delta2),
-            KeepRule::Rank(_) => true,
-        };
-    if !ok {
-        return Ok(None);
-    }
-    let mut u = Mat::<f64>::zeros(m, r);
-    for j in 0..r {
-        let src = m - 1 - j;
-        for i in 0..m {
-            u[(i, j)] = eigenvectors[(i, src)];
+    .clamp(1, m);
+    let mut rank = None;
+    let keep = |raw: &[f64]| {
+        let lam: Vec<f64> = raw.iter().map(|&l| l.max(0.0)).collect();
+        let lam0 = lam[0];
+        if lam0 == 0.0 {
+            return None;
         }
-    }
+        let noise = m as f64 * f64::EPSILON * lam0;
+        let resolved = |x: f64| x > GRAM_MARGIN * noise;
+        let r = choose_rank(&lam, rule, m, n);
+        let ok = resolved(lam[r - 1])
+            && (r == m || resolved(tail_sum(&lam, r)))
+            && match rule {
+                KeepRule::Delta { delta2, .. } => resolved(delta2),
+                KeepRule::Rank(_) => true,
+            };
+        ok.then(|| {
+            rank = Some(r);
+            r
+        })
+    };
+    let Some((raw, mut u)) =
+        Tridiagonal::new(gram.as_ref(), par).leading_eigenpairs(gram.as_ref(), max_keep, keep)?
+    else {
+        return Ok(None);
+    };
+    let r = rank.expect("keep chose the rank");
+    let lam: Vec<f64> = raw.iter().map(|&l| l.max(0.0)).collect();
+    let discarded = tail_sum(&lam, r);
     // carry^T = A^T U_r (n x r); its column-major layout is carry in row-major.
     let mut carry_t = Mat::<f64>::zeros(n, r);
     matmul(

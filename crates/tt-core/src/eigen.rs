@@ -1,0 +1,591 @@
+//! The leading eigenpairs of a symmetric matrix, for the Gram route of the truncated SVD
+//! (`linalg.rs`), which keeps few of them: all eigenvalues, then only the kept eigenvectors.
+//!
+//! `A = Q T Q^T` with `T` tridiagonal (faer's blocked Householder tridiagonalization, about
+//! `4/3 n^3` flops: the bulk of the work); every eigenvalue of `T` (faer's implicit QR without
+//! vectors, `O(n^2)`); then, for the `r` eigenvalues the caller keeps, the eigenvectors of `T` by
+//! inverse iteration (a pivoted LU of `T - lambda I` and a few `O(n)` solves each, vectors of
+//! nearby eigenvalues re-orthogonalised against each other, as LAPACK's `dstein` does), and
+//! `U = Q X` (the Householder back-transform of `r` columns, `2 n^2 r` flops). faer's full
+//! decomposition instead computes all `n` eigenvectors of `T` (divide and conquer) and
+//! back-transforms all of them, about as much work again as the tridiagonalization.
+//!
+//! Why hand-written: faer (the crate this workspace uses for dense linear algebra) offers the
+//! tridiagonalization, the eigenvalues and the back-transform as public functions, but no subset
+//! of eigenvectors (LAPACK's `dstebz` + `dstein`, `dsyevx`); binding LAPACK would add a Fortran
+//! build. The inverse iteration is the one piece written here, and every result it gives is
+//! checked: the columns must be orthonormal and satisfy `A u = lambda u` to round-off, else the
+//! eigenvectors come from faer's full decomposition of `T` instead. [`Tridiagonal`]'s tests
+//! compare both routes on random matrices, clustered and repeated spectra included.
+
+use faer::diag::Diag;
+use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
+use faer::linalg::evd::tridiag::{tridiag_in_place, tridiag_in_place_scratch};
+use faer::linalg::evd::tridiagonal_self_adjoint_evd;
+use faer::linalg::householder::{
+    apply_block_householder_sequence_on_the_left_in_place_scratch,
+    apply_block_householder_sequence_on_the_left_in_place_with_conj,
+};
+use faer::linalg::matmul::matmul;
+use faer::linalg::qr::no_pivoting::factor::recommended_block_size;
+use faer::{Accum, Conj, Mat, MatRef, Par};
+
+use crate::error::{Error, Result};
+
+/// Inverse iteration runs only when it keeps at most this share of the eigenvectors; above it
+/// the full decomposition of `T` costs little more than `r` solves and their
+/// re-orthogonalisation.
+const MAX_PARTIAL_SHARE: f64 = 0.25;
+/// Solves per eigenvector. With an eigenvalue accurate to round-off one solve already amplifies
+/// its eigenvector by about `1 / eps`; the others remove what the start vector and the nearby
+/// vectors of its cluster left.
+const SOLVES: usize = 3;
+/// Eigenvalues closer than this times `||T||_1` form a cluster whose vectors are
+/// re-orthogonalised against each other (LAPACK `dstein`'s `ORTOL`).
+const CLUSTER_GAP: f64 = 1e-3;
+/// The accepted residual `||A u - lambda u||_2` and orthogonality error `|u_i^T u_j - d_ij|`, in
+/// units of `n * eps * ||A||` and `n * eps`: a backward-stable decomposition reaches a small
+/// multiple of one unit; this margin only rejects a vector that inverse iteration failed on.
+const CHECK_UNITS: f64 = 1e3;
+
+/// A symmetric matrix reduced to tridiagonal form `A = Q T Q^T`.
+#[derive(Debug)]
+pub(crate) struct Tridiagonal {
+    /// The lower part holds the Householder basis of `Q` below its first sub-diagonal.
+    reduced: Mat<f64>,
+    /// The block Householder coefficients of `Q`.
+    householder: Mat<f64>,
+    /// `T`'s diagonal and sub-diagonal (`n - 1` entries).
+    diag: Vec<f64>,
+    offdiag: Vec<f64>,
+    par: Par,
+}
+
+impl Tridiagonal {
+    /// Reduces the symmetric `a` (`n x n`, `n >= 1`; only its lower triangle is read).
+    pub(crate) fn new(a: MatRef<'_, f64>, par: Par) -> Self {
+        let n = a.nrows();
+        debug_assert!(n >= 1 && a.ncols() == n);
+        let mut reduced = Mat::<f64>::zeros(n, n);
+        reduced.copy_from_triangular_lower(a);
+        let bs = recommended_block_size::<f64>(n, n);
+        let mut householder = Mat::<f64>::zeros(bs, n.saturating_sub(1));
+        let mut mem = MemBuffer::new(tridiag_in_place_scratch::<f64>(n, par, Default::default()));
+        tridiag_in_place(
+            reduced.as_mut(),
+            householder.as_mut(),
+            par,
+            MemStack::new(&mut mem),
+            Default::default(),
+        );
+        let diag = (0..n).map(|i| reduced[(i, i)]).collect();
+        let offdiag = (0..n.saturating_sub(1))
+            .map(|i| reduced[(i + 1, i)])
+            .collect();
+        Self {
+            reduced,
+            householder,
+            diag,
+            offdiag,
+            par,
+        }
+    }
+
+    fn n(&self) -> usize {
+        self.diag.len()
+    }
+
+    /// Every eigenvalue of `a` (the matrix this reduced), non-increasing, and the unit
+    /// eigenvectors of the leading `r` of them (`n x r`, column `j` for eigenvalue `j`), where
+    /// `r = keep(eigenvalues)`; `None` when `keep` says none. `max_keep` bounds what `keep` can
+    /// return.
+    ///
+    /// When `max_keep` is a small share of `n` ([`MAX_PARTIAL_SHARE`]), the eigenvalues come from
+    /// faer's QR iteration without vectors and the kept vectors from inverse iteration, checked
+    /// (residual and orthogonality; a failed check falls back to the full decomposition of `T`).
+    /// Otherwise the full decomposition of `T` gives both at once (a separate eigenvalue pass
+    /// would cost more than the vectors it saves: on 64- to 192-wide Gram matrices faer's QR
+    /// without vectors took 1.2-2x as long as the tridiagonalization itself).
+    pub(crate) fn leading_eigenpairs(
+        &self,
+        a: MatRef<'_, f64>,
+        max_keep: usize,
+        keep: impl FnOnce(&[f64]) -> Option<usize>,
+    ) -> Result<Option<(Vec<f64>, Mat<f64>)>> {
+        let n = self.n();
+        // A `T` within a few ulps of zero would make the raised pivots subnormal and the solves
+        // overflow: its eigenvectors come from the full decomposition.
+        let scaled = self.one_norm() >= f64::MIN_POSITIVE / f64::EPSILON;
+        if !(scaled && max_keep as f64 <= MAX_PARTIAL_SHARE * n as f64) {
+            let (lambdas, vectors) = self.full()?;
+            let Some(r) = keep(&lambdas) else {
+                return Ok(None);
+            };
+            let mut x = Mat::<f64>::from_fn(n, r, |i, j| vectors[(i, j)]);
+            self.back_transform(&mut x);
+            return Ok(Some((lambdas, x)));
+        }
+        let lambdas = self.eigenvalues()?;
+        let Some(r) = keep(&lambdas) else {
+            return Ok(None);
+        };
+        let mut x = self.inverse_iteration(&lambdas[..r]);
+        self.back_transform(&mut x);
+        if !accurate(a, &lambdas[..r], x.as_ref()) {
+            let vectors = self.full()?.1;
+            x = Mat::<f64>::from_fn(n, r, |i, j| vectors[(i, j)]);
+            self.back_transform(&mut x);
+        }
+        Ok(Some((lambdas, x)))
+    }
+
+    /// Every eigenvalue of `T`, non-increasing.
+    fn eigenvalues(&self) -> Result<Vec<f64>> {
+        let n = self.n();
+        let mut s = Diag::<f64>::zeros(n);
+        let (d, e) = self.diag_and_offdiag();
+        let mut mem = MemBuffer::new(StackReq::all_of(&[
+            faer::linalg::temp_mat_scratch::<f64>(n, 1),
+            faer::linalg::temp_mat_scratch::<f64>(n, 1),
+        ]));
+        tridiagonal_self_adjoint_evd(
+            d.as_ref(),
+            e.as_ref(),
+            s.as_mut(),
+            None,
+            self.par,
+            MemStack::new(&mut mem),
+            Default::default(),
+        )
+        .map_err(|_| Error::NoConvergence("tridiagonal eigenvalues"))?;
+        Ok(s.column_vector().iter().rev().copied().collect())
+    }
+
+    /// `T`'s diagonal and sub-diagonal as faer diagonals (the sub-diagonal padded to `n`).
+    fn diag_and_offdiag(&self) -> (Diag<f64>, Diag<f64>) {
+        let n = self.n();
+        let (mut d, mut e) = (Diag::<f64>::zeros(n), Diag::<f64>::zeros(n));
+        for i in 0..n {
+            d[i] = self.diag[i];
+            e[i] = self.offdiag.get(i).copied().unwrap_or(0.0);
+        }
+        (d, e)
+    }
+
+    /// The eigenvectors of `T` for `lambdas` (non-increasing), `n x r`.
+    fn inverse_iteration(&self, lambdas: &[f64]) -> Mat<f64> {
+        let n = self.n();
+        let norm = self.one_norm();
+        let gap = CLUSTER_GAP * norm;
+        // Shifts at least this far apart, so two equal eigenvalues get distinct vectors (dstein's
+        // perturbation of repeated eigenvalues).
+        let separation = 10.0 * f64::EPSILON * norm;
+        let mut x = Mat::<f64>::zeros(n, lambdas.len());
+        let mut v = vec![0.0; n];
+        let mut shift_prev = f64::INFINITY;
+        let mut cluster_start = 0;
+        for (j, &lambda) in lambdas.iter().enumerate() {
+            let shift = if shift_prev - lambda < separation {
+                shift_prev - separation
+            } else {
+                lambda
+            };
+            if j > 0 && lambdas[j - 1] - lambda > gap {
+                cluster_start = j;
+            }
+            let lu = TridiagonalLu::new(&self.diag, &self.offdiag, shift, f64::EPSILON * norm);
+            start_vector(&mut v, j);
+            for _ in 0..SOLVES {
+                lu.solve(&mut v);
+                for c in cluster_start..j {
+                    let dot: f64 = (0..n).map(|i| x[(i, c)] * v[i]).sum();
+                    for (i, vi) in v.iter_mut().enumerate() {
+                        *vi -= dot * x[(i, c)];
+                    }
+                }
+                normalize(&mut v);
+            }
+            for (i, &vi) in v.iter().enumerate() {
+                x[(i, j)] = vi;
+            }
+            shift_prev = shift;
+        }
+        x
+    }
+
+    /// `||T||_1` (largest absolute column sum), at least the smallest positive normal float.
+    fn one_norm(&self) -> f64 {
+        let n = self.n();
+        (0..n)
+            .map(|i| {
+                let below = self.offdiag.get(i).map_or(0.0, |e| e.abs());
+                let above = if i > 0 {
+                    self.offdiag[i - 1].abs()
+                } else {
+                    0.0
+                };
+                self.diag[i].abs() + below + above
+            })
+            .fold(f64::MIN_POSITIVE, f64::max)
+    }
+
+    /// `x <- Q x` (rows 1.. carry the reflectors; row 0 is left as it is).
+    fn back_transform(&self, x: &mut Mat<f64>) {
+        let n = self.n();
+        if n < 2 {
+            return;
+        }
+        let cols = x.ncols();
+        let bs = self.householder.nrows();
+        let mut mem = MemBuffer::new(
+            apply_block_householder_sequence_on_the_left_in_place_scratch::<f64>(n - 1, bs, cols),
+        );
+        apply_block_householder_sequence_on_the_left_in_place_with_conj(
+            self.reduced.as_ref().submatrix(1, 0, n - 1, n - 1),
+            self.householder.as_ref(),
+            Conj::No,
+            x.as_mut().subrows_mut(1, n - 1),
+            self.par,
+            MemStack::new(&mut mem),
+        );
+    }
+
+    /// faer's full decomposition of `T`: every eigenvalue, non-increasing, and the eigenvectors
+    /// of `T` (not yet back-transformed) in the same order.
+    fn full(&self) -> Result<(Vec<f64>, Mat<f64>)> {
+        let n = self.n();
+        let (d, e) = self.diag_and_offdiag();
+        let mut s = Diag::<f64>::zeros(n);
+        let mut vectors = Mat::<f64>::zeros(n, n);
+        let mut mem = MemBuffer::new(faer::linalg::evd::self_adjoint_evd_scratch::<f64>(
+            n,
+            faer::linalg::evd::ComputeEigenvectors::Yes,
+            self.par,
+            Default::default(),
+        ));
+        tridiagonal_self_adjoint_evd(
+            d.as_ref(),
+            e.as_ref(),
+            s.as_mut(),
+            Some(vectors.as_mut()),
+            self.par,
+            MemStack::new(&mut mem),
+            Default::default(),
+        )
+        .map_err(|_| Error::NoConvergence("tridiagonal eigen-decomposition"))?;
+        // Non-decreasing order: the largest are the last columns.
+        let lambdas = s.column_vector().iter().rev().copied().collect();
+        Ok((
+            lambdas,
+            Mat::<f64>::from_fn(n, n, |i, j| vectors[(i, n - 1 - j)]),
+        ))
+    }
+}
+
+/// A fixed, item-dependent start vector with components of both signs and no structure that
+/// would make it orthogonal to an eigenvector of a structured `T`.
+fn start_vector(v: &mut [f64], seed: usize) {
+    let mut state = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    for vi in v.iter_mut() {
+        // xorshift64*: uniform in [-1, 1).
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let bits = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+        *vi = bits as f64 / (1u64 << 52) as f64 - 1.0;
+    }
+}
+
+/// Scales `v` to unit 2-norm (a zero vector is left as it is; the checks reject it).
+fn normalize(v: &mut [f64]) {
+    let scale = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    if scale == 0.0 || !scale.is_finite() {
+        return;
+    }
+    let norm = scale * v.iter().map(|x| (x / scale).powi(2)).sum::<f64>().sqrt();
+    for x in v.iter_mut() {
+        *x /= norm;
+    }
+}
+
+/// Whether the columns of `u` are orthonormal and `A u_j = lambda_j u_j`, both to round-off
+/// (see [`CHECK_UNITS`]).
+fn accurate(a: MatRef<'_, f64>, lambdas: &[f64], u: MatRef<'_, f64>) -> bool {
+    let (n, r) = (a.nrows(), u.ncols());
+    let unit = n as f64 * f64::EPSILON;
+    let mut gram = Mat::<f64>::zeros(r, r);
+    matmul(
+        gram.as_mut(),
+        Accum::Replace,
+        u.transpose(),
+        u,
+        1.0,
+        Par::Seq,
+    );
+    let orthonormal = (0..r).all(|i| {
+        (0..r).all(|j| {
+            let want = if i == j { 1.0 } else { 0.0 };
+            (gram[(i, j)] - want).abs() <= CHECK_UNITS * unit
+        })
+    });
+    if !orthonormal {
+        return false;
+    }
+    let scale = lambdas
+        .iter()
+        .fold(0.0f64, |m, l| m.max(l.abs()))
+        .max(f64::MIN_POSITIVE);
+    let mut au = Mat::<f64>::zeros(n, r);
+    matmul(au.as_mut(), Accum::Replace, a, u, 1.0, Par::Seq);
+    (0..r).all(|j| {
+        let res2: f64 = (0..n)
+            .map(|i| (au[(i, j)] - lambdas[j] * u[(i, j)]).powi(2))
+            .sum();
+        res2.sqrt() <= CHECK_UNITS * unit * scale
+    })
+}
+
+/// `T - shift I = P L U` by Gaussian elimination with partial pivoting (LAPACK `dgttrf`): `U`
+/// has the diagonal `d` and two super-diagonals `du`, `du2`; `L` the multipliers `dl`; `swap[i]`
+/// says whether rows `i` and `i + 1` were exchanged. Pivots smaller than `tiny` are raised to
+/// it (`dstein`'s perturbation), so the solves never divide by zero: the shift is an eigenvalue
+/// and `T - shift I` singular to round-off, which is the point of inverse iteration.
+#[derive(Debug)]
+struct TridiagonalLu {
+    d: Vec<f64>,
+    du: Vec<f64>,
+    du2: Vec<f64>,
+    dl: Vec<f64>,
+    swap: Vec<bool>,
+}
+
+impl TridiagonalLu {
+    fn new(diag: &[f64], offdiag: &[f64], shift: f64, tiny: f64) -> Self {
+        let n = diag.len();
+        let mut d: Vec<f64> = diag.iter().map(|a| a - shift).collect();
+        let mut du = offdiag.to_vec();
+        let mut dl = offdiag.to_vec();
+        let mut du2 = vec![0.0; n.saturating_sub(2)];
+        let mut swap = vec![false; n.saturating_sub(1)];
+        for i in 0..n.saturating_sub(1) {
+            if d[i].abs() >= dl[i].abs() {
+                let pivot = raised(d[i], tiny);
+                d[i] = pivot;
+                let fact = dl[i] / pivot;
+                dl[i] = fact;
+                d[i + 1] -= fact * du[i];
+            } else {
+                let fact = d[i] / dl[i];
+                d[i] = dl[i];
+                dl[i] = fact;
+                let temp = du[i];
+                du[i] = d[i + 1];
+                d[i + 1] = temp - fact * d[i + 1];
+                if i + 2 < n {
+                    du2[i] = du[i + 1];
+                    du[i + 1] *= -fact;
+                }
+                swap[i] = true;
+            }
+        }
+        if let Some(last) = d.last_mut() {
+            *last = raised(*last, tiny);
+        }
+        Self {
+            d,
+            du,
+            du2,
+            dl,
+            swap,
+        }
+    }
+
+    /// `b <- (T - shift I)^-1 b`.
+    fn solve(&self, b: &mut [f64]) {
+        let n = b.len();
+        for i in 0..n.saturating_sub(1) {
+            if self.swap[i] {
+                let temp = b[i];
+                b[i] = b[i + 1];
+                b[i + 1] = temp - self.dl[i] * b[i];
+            } else {
+                b[i + 1] -= self.dl[i] * b[i];
+            }
+        }
+        for i in (0..n).rev() {
+            let mut v = b[i];
+            if i + 1 < n {
+                v -= self.du[i] * b[i + 1];
+            }
+            if i + 2 < n {
+                v -= self.du2[i] * b[i + 2];
+            }
+            b[i] = v / self.d[i];
+        }
+    }
+}
+
+/// `p`, or `tiny` with `p`'s sign when `|p| < tiny`.
+fn raised(p: f64, tiny: f64) -> f64 {
+    if p.abs() >= tiny {
+        p
+    } else if p < 0.0 {
+        -tiny
+    } else {
+        tiny
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// `Q diag(spectrum) Q^T` for a random orthogonal `Q` (QR of a Gaussian-like matrix).
+    fn with_spectrum(spectrum: &[f64], seed: u64) -> Mat<f64> {
+        let n = spectrum.len();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let g = Mat::<f64>::from_fn(n, n, |_, _| rng.random::<f64>() - 0.5);
+        let q = g.qr().compute_Q();
+        let qs = Mat::<f64>::from_fn(n, n, |i, j| q[(i, j)] * spectrum[j]);
+        let mut a = Mat::<f64>::zeros(n, n);
+        matmul(
+            a.as_mut(),
+            Accum::Replace,
+            qs.as_ref(),
+            q.transpose(),
+            1.0,
+            Par::Seq,
+        );
+        a
+    }
+
+    /// The inverse iteration against faer's full decomposition: same eigenvalues, and the same
+    /// subspace where the `r`-th eigenvalue is separated from the next.
+    fn check(a: &Mat<f64>, r: usize) {
+        let n = a.nrows();
+        let t = Tridiagonal::new(a.as_ref(), Par::Seq);
+        let lam = t.eigenvalues().unwrap();
+        let mut u = t.inverse_iteration(&lam[..r]);
+        t.back_transform(&mut u);
+        assert!(accurate(a.as_ref(), &lam[..r], u.as_ref()), "n {n} r {r}");
+        let full = a.self_adjoint_eigen(faer::Side::Lower).unwrap();
+        let s = full.S().column_vector();
+        for j in 0..n {
+            assert!((s[n - 1 - j] - lam[j]).abs() <= 1e-12 * lam[0].abs().max(1.0));
+        }
+        // Projector onto the kept subspace, both ways: ||U U^T - V V^T|| small when the r-th
+        // eigenvalue is separated from the next.
+        let v = full.U();
+        let v = Mat::<f64>::from_fn(n, r, |i, j| v[(i, n - 1 - j)]);
+        if r < n && (lam[r - 1] - lam[r]).abs() > 1e-6 * lam[0].abs() {
+            let mut pu = Mat::<f64>::zeros(n, n);
+            matmul(
+                pu.as_mut(),
+                Accum::Replace,
+                u.as_ref(),
+                u.transpose(),
+                1.0,
+                Par::Seq,
+            );
+            matmul(
+                pu.as_mut(),
+                Accum::Add,
+                v.as_ref(),
+                v.transpose(),
+                -1.0,
+                Par::Seq,
+            );
+            assert!(pu.norm_l2() < 1e-8, "subspaces differ by {}", pu.norm_l2());
+        }
+        // The public entry, on both of its routes, gives the same eigenvalues and checked
+        // vectors.
+        for max_keep in [r, n] {
+            let (l, w) = t
+                .leading_eigenpairs(a.as_ref(), max_keep, |_| Some(r))
+                .unwrap()
+                .unwrap();
+            assert!(
+                l.iter()
+                    .zip(&lam)
+                    .all(|(x, y)| (x - y).abs() <= 1e-12 * lam[0].abs().max(1.0))
+            );
+            assert!(
+                accurate(a.as_ref(), &lam[..r], w.as_ref()),
+                "max_keep {max_keep}"
+            );
+        }
+        assert!(
+            t.leading_eigenpairs(a.as_ref(), r, |_| None)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn random_spectra_match_the_full_decomposition() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for &(n, r) in &[(1, 1), (2, 1), (5, 2), (40, 6), (120, 24), (200, 12)] {
+            let spectrum: Vec<f64> = (0..n).map(|_| rng.random::<f64>() * 10.0).collect();
+            check(&with_spectrum(&spectrum, n as u64), r.min(n));
+        }
+    }
+
+    #[test]
+    fn clustered_and_repeated_eigenvalues_give_orthonormal_vectors() {
+        // A Gram-like spectrum: a flat bulk, a tight cluster at the top (gaps 1e-9 relative),
+        // and an exactly repeated pair.
+        let n = 90;
+        let mut spectrum: Vec<f64> = (0..n).map(|i| 1.0 + i as f64 * 1e-3).collect();
+        for (k, s) in spectrum.iter_mut().rev().take(5).enumerate() {
+            *s = 5.0 + k as f64 * 1e-9;
+        }
+        spectrum[n - 7] = 3.0;
+        spectrum[n - 8] = 3.0;
+        check(&with_spectrum(&spectrum, 17), 10);
+    }
+
+    #[test]
+    fn zero_and_negative_spectra_are_handled() {
+        let mut spectrum = vec![0.0; 30];
+        spectrum[29] = 2.0;
+        spectrum[28] = -1.0;
+        check(&with_spectrum(&spectrum, 5), 3);
+        // The zero matrix: any orthonormal vectors, from the full decomposition.
+        let zero = Mat::<f64>::zeros(12, 12);
+        let t = Tridiagonal::new(zero.as_ref(), Par::Seq);
+        let (l, u) = t
+            .leading_eigenpairs(zero.as_ref(), 2, |_| Some(2))
+            .unwrap()
+            .unwrap();
+        assert!(l.iter().all(|&x| x == 0.0));
+        assert!(accurate(zero.as_ref(), &[0.0, 0.0], u.as_ref()));
+    }
+
+    #[test]
+    fn lu_solves_a_tridiagonal_system() {
+        let (d, e) = (vec![4.0, -1.0, 0.5, 3.0, 2.0], vec![1.0, 2.0, -1.5, 0.25]);
+        let x: Vec<f64> = vec![1.0, -2.0, 0.5, 3.0, -1.0];
+        // b = (T - 0.3 I) x
+        let n = d.len();
+        let b: Vec<f64> = (0..n)
+            .map(|i| {
+                let mut v = (d[i] - 0.3) * x[i];
+                if i > 0 {
+                    v += e[i - 1] * x[i - 1];
+                }
+                if i + 1 < n {
+                    v += e[i] * x[i + 1];
+                }
+                v
+            })
+            .collect();
+        let lu = TridiagonalLu::new(&d, &e, 0.3, 1e-300);
+        let mut y = b.clone();
+        lu.solve(&mut y);
+        for (a, b) in y.iter().zip(&x) {
+            assert!((a - b).abs() < 1e-12, "{y:?} vs {x:?}");
+        }
+    }
+}
