@@ -282,7 +282,7 @@ fn gram_wide(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Option<Truncated>> {
         KeepRule::Delta { max_rank, .. } => max_rank,
     }
     .clamp(1, m);
-    let mut rank = None;
+    let mut rank: Option<(usize, Vec<f64>, f64)> = None;
     let keep = |raw: &[f64]| {
         let lam: Vec<f64> = raw.iter().map(|&l| l.max(0.0)).collect();
         let lam0 = lam[0];
@@ -299,18 +299,18 @@ fn gram_wide(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Option<Truncated>> {
                 KeepRule::Rank(_) => true,
             };
         ok.then(|| {
-            rank = Some(r);
+            let discarded = tail_sum(&lam, r);
+            rank = Some((r, lam, discarded));
             r
         })
     };
-    let Some((raw, mut u)) =
+    let Some((_, mut u)) =
         Tridiagonal::new(gram.as_ref(), par).leading_eigenpairs(gram.as_ref(), max_keep, keep)?
     else {
         return Ok(None);
     };
-    let r = rank.expect("keep chose the rank");
-    let lam: Vec<f64> = raw.iter().map(|&l| l.max(0.0)).collect();
-    let discarded = tail_sum(&lam, r);
+    // The clamped eigenvalues `keep` ranked, and their tail.
+    let (r, lam, discarded) = rank.expect("keep chose the rank");
     // carry^T = A^T U_r (n x r); its column-major layout is carry in row-major.
     let mut carry_t = Mat::<f64>::zeros(n, r);
     matmul(

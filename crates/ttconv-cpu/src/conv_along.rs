@@ -38,6 +38,27 @@ pub(crate) struct Lines {
     pub geometry: AxisGeometry,
 }
 
+impl Lines {
+    /// The `(B, r, A, L, C)` view of an activation of shape `sh` `(B, r, D..)` along spatial
+    /// axis `axis`, with output length `len_out` along it.
+    pub(crate) fn along(
+        sh: &[usize],
+        axis: usize,
+        len_out: usize,
+        kernel: usize,
+        geometry: AxisGeometry,
+    ) -> Self {
+        Self {
+            outer: sh[2..axis + 2].iter().product(),
+            inner: sh[axis + 3..].iter().product(),
+            len_in: sh[axis + 2],
+            len_out,
+            kernel,
+            geometry,
+        }
+    }
+}
+
 /// `n` positions read and written by one GEMM: input columns `x0 + j * xs`, output columns
 /// `y0 + j * ys` (absolute column indices of the per-item matrices), `j < n`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -229,7 +229,7 @@ thread_local! {
 }
 
 /// Grows `v` to at least `n` elements (never shrinks, so a warm workspace allocates nothing).
-fn grow(v: &mut Vec<f32>, n: usize) {
+pub(crate) fn grow(v: &mut Vec<f32>, n: usize) {
     if v.len() < n {
         v.resize(n, 0.0);
     }

@@ -33,6 +33,7 @@ use ttconv::{FactorizedProgram, StepOp, StepWeights};
 
 use crate::CpuBackend;
 use crate::conv_along::{Lines, grad_input_lines, grad_weight_lines};
+use crate::fused::grow;
 use crate::gemm::gemm;
 use crate::par::{MAX_PARTIALS, PARTIALS_BYTES, ranges, scratch, sum_in_order};
 
@@ -90,19 +91,12 @@ impl<'w> Plan<'w> {
                         kernel,
                         geometry,
                     } => {
-                        let sh = &step.input_shape;
+                        let len_out = step.output_shape[axis + 2];
                         Op::Conv(
                             w.view()
                                 .into_dimensionality::<Ix3>()
                                 .expect("a convolution's weight is (in, k, out)"),
-                            Lines {
-                                outer: sh[2..axis + 2].iter().product(),
-                                inner: sh[axis + 3..].iter().product(),
-                                len_in: sh[axis + 2],
-                                len_out: step.output_shape[axis + 2],
-                                kernel,
-                                geometry,
-                            },
+                            Lines::along(&step.input_shape, axis, len_out, kernel, geometry),
                         )
                     }
                 };
@@ -206,13 +200,6 @@ pub(crate) fn backward(
     (gx, grads)
 }
 
-/// Grows `v` to at least `n` elements (never shrinks, so a warm workspace allocates nothing).
-fn grow(v: &mut Vec<f32>, n: usize) {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-}
-
 /// Which buffer holds the gradient of the current step's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Upstream {
@@ -238,15 +225,15 @@ fn item(
         let out_len = step.cout * step.s_out;
         // Step 0 writes `dL/dx`; the others the workspace buffer `g` is not in.
         let in_len = if i > 0 { step.cin * step.s_in } else { 0 };
-        let (g, dst): (&[f32], Option<&mut [f32]>) = match upstream {
+        let (g, buf): (&[f32], &mut [f32]) = match upstream {
             Upstream::Gy => (
                 gy.index_axis(Axis(0), b)
                     .to_slice()
                     .expect("gy is row-major"),
-                Some(&mut ws.a[..in_len]),
+                &mut ws.a[..in_len],
             ),
-            Upstream::A => (&ws.a[..out_len], Some(&mut ws.b[..in_len])),
-            Upstream::B => (&ws.b[..out_len], Some(&mut ws.a[..in_len])),
+            Upstream::A => (&ws.a[..out_len], &mut ws.b[..in_len]),
+            Upstream::B => (&ws.b[..out_len], &mut ws.a[..in_len]),
         };
         let g = ArrayView2::from_shape((step.cout, step.s_out), g).expect("sized above");
         let z = kept[i].index_axis(Axis(0), b);
@@ -266,12 +253,9 @@ fn item(
         if i == 0 && gx_item.is_none() {
             break;
         }
-        let mut dst = match (i, gx_item.as_mut(), dst) {
-            (0, Some(gx), _) => gx.view_mut(),
-            (_, _, Some(buf)) => {
-                ArrayViewMut2::from_shape((step.cin, step.s_in), buf).expect("sized above")
-            }
-            (_, _, None) => unreachable!("every upstream has a destination"),
+        let mut dst = match (i, gx_item.as_mut()) {
+            (0, Some(gx)) => gx.view_mut(),
+            _ => ArrayViewMut2::from_shape((step.cin, step.s_in), buf).expect("sized above"),
         };
         match &step.op {
             Op::Contract(w) => gemm(dst, false, *w, g),

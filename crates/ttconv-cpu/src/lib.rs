@@ -93,24 +93,6 @@ fn check_along_pair(x: &[usize], gy: &[usize], axis: usize, what: &str) -> Resul
     }
 }
 
-/// The `(B, r, A, L, C)` view of an activation of shape `sh` along spatial axis `axis`.
-fn lines(
-    sh: &[usize],
-    axis: usize,
-    len_out: usize,
-    kernel: usize,
-    g: AxisGeometry,
-) -> conv_along::Lines {
-    conv_along::Lines {
-        outer: sh[2..axis + 2].iter().product(),
-        inner: sh[axis + 3..].iter().product(),
-        len_in: sh[axis + 2],
-        len_out,
-        kernel,
-        geometry: g,
-    }
-}
-
 /// Checks that `axis` is a spatial axis of an activation of shape `sh`.
 fn check_axis(sh: &[usize], axis: usize, what: &str) -> Result<()> {
     if axis + 2 < sh.len() {
@@ -218,7 +200,7 @@ impl Backend for CpuBackend {
         }
         check::geometry(&[geometry])?;
         let len_out = geometry.checked_output_len(axis, sh[axis + 2], k)?;
-        let lines = lines(sh, axis, len_out, k, geometry);
+        let lines = conv_along::Lines::along(sh, axis, len_out, k, geometry);
         let y = conv_along::forward(check::flat(&x)?, core, lines);
         let mut full = sh.to_vec();
         full[1] = r_out;
@@ -349,7 +331,7 @@ impl Backend for CpuBackend {
         let mut full = sh.to_vec();
         full[1] = r_in;
         full[axis + 2] = input_len;
-        let lines = lines(&full, axis, len_out, k, geometry);
+        let lines = conv_along::Lines::along(&full, axis, len_out, k, geometry);
         let gx = conv_along::grad_input(check::flat(&gy)?, core, lines);
         unflatten(gx, &full)
     }
@@ -376,7 +358,7 @@ impl Backend for CpuBackend {
                 gs,
             ));
         }
-        let lines = lines(xs, axis, len_out, kernel, geometry);
+        let lines = conv_along::Lines::along(xs, axis, len_out, kernel, geometry);
         Ok(conv_along::grad_weight(check::flat(&x)?, check::flat(&gy)?, lines).into_dyn())
     }
 
