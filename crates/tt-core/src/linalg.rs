@@ -518,7 +518,10 @@ mod tests {
         for i in 0..m {
             for j in 0..m {
                 let want: f64 = (0..n).map(|k| a[i * n + k] * a[j * n + k]).sum();
-                assert!((g[(i, j)] - want).abs() <= 1e-12 * want.abs().max(1.0), "{i} {j}");
+                assert!(
+                    (g[(i, j)] - want).abs() <= 1e-12 * want.abs().max(1.0),
+                    "{i} {j}"
+                );
             }
         }
     }
