@@ -78,24 +78,30 @@ const DIFFERENCE_MIN_SHARE: f64 = 1e-2;
 /// See [`DIFFERENCE_MIN_SHARE`].
 const DIFFERENCE_TOLERANCE: f64 = 1e-9;
 
-/// `A A^T (m x m)` for `A (m x n)`: the lower triangle by faer's triangular product (half the
-/// multiply-adds of a full product), mirrored into the upper one (the eigenvector check and the
-/// eigenvalue routines may read either).
-fn gram(a: MatRef<'_, f64>, par: Par) -> Mat<f64> {
-    let m = a.nrows();
-    let mut gram = Mat::<f64>::zeros(m, m);
+/// The lower triangle of `X X^T` for `X (m x n)` by faer's triangular product (half the
+/// multiply-adds of a full product); the strict upper triangle is left zero.
+fn lower_gram(x: MatRef<'_, f64>, par: Par) -> Mat<f64> {
+    let m = x.nrows();
+    let mut g = Mat::<f64>::zeros(m, m);
     triangular::matmul(
-        gram.as_mut(),
+        g.as_mut(),
         BlockStructure::TriangularLower,
         Accum::Replace,
-        a,
+        x,
         BlockStructure::Rectangular,
-        a.transpose(),
+        x.transpose(),
         BlockStructure::Rectangular,
         1.0,
         par,
     );
-    for j in 1..m {
+    g
+}
+
+/// `A A^T (m x m)` for `A (m x n)`: [`lower_gram`], mirrored into the upper triangle (the
+/// eigenvector check and the eigenvalue routines may read either).
+fn gram(a: MatRef<'_, f64>, par: Par) -> Mat<f64> {
+    let mut gram = lower_gram(a, par);
+    for j in 1..gram.nrows() {
         for i in 0..j {
             gram[(i, j)] = gram[(j, i)];
         }
@@ -105,27 +111,40 @@ fn gram(a: MatRef<'_, f64>, par: Par) -> Mat<f64> {
 
 /// `||U^T U - I||_F`, a bound on the spectral norm of the orthogonality defect of `U (m x r)`.
 fn orthogonality_defect(u: MatRef<'_, f64>) -> f64 {
-    let r = u.ncols();
-    let mut utu = Mat::<f64>::zeros(r, r);
-    triangular::matmul(
-        utu.as_mut(),
-        BlockStructure::TriangularLower,
-        Accum::Replace,
-        u.transpose(),
-        BlockStructure::Rectangular,
-        u,
-        BlockStructure::Rectangular,
-        1.0,
-        Par::Seq,
-    );
+    let utu = lower_gram(u.transpose(), Par::Seq);
     let mut sum = 0.0;
-    for j in 0..r {
+    for j in 0..utu.ncols() {
         sum += (utu[(j, j)] - 1.0).powi(2);
-        for i in j + 1..r {
+        for i in j + 1..utu.nrows() {
             sum += 2.0 * utu[(i, j)].powi(2);
         }
     }
     sum.sqrt()
+}
+
+/// `||A - U_r C||^2` for the Gram route's factors `U_r (m x r)` and `C = U_r^T A`, given as
+/// `carry_t = C^T (n x r)`: `||A||^2 - ||C||^2` where that is safe (see
+/// [`DIFFERENCE_MIN_SHARE`]), else the residual, one more `m x r x n` product, to round-off
+/// relative to itself.
+fn factor_error(a: MatRef<'_, f64>, u: MatRef<'_, f64>, carry_t: MatRef<'_, f64>, par: Par) -> f64 {
+    let total = a.squared_norm_l2();
+    let captured = carry_t.squared_norm_l2();
+    let difference = total - captured;
+    if difference >= DIFFERENCE_MIN_SHARE * total
+        && orthogonality_defect(u) * captured <= DIFFERENCE_TOLERANCE * difference
+    {
+        return difference;
+    }
+    let mut residual = a.to_owned();
+    matmul(
+        residual.as_mut(),
+        Accum::Add,
+        u,
+        carry_t.transpose(),
+        -1.0,
+        par,
+    );
+    residual.norm_l2().powi(2)
 }
 
 /// Safety factor between the Gram route's noise floor and the quantities it must resolve.
@@ -384,29 +403,12 @@ fn gram_wide(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Option<Truncated>> {
         par,
     );
     flip_signs(&mut u, &mut carry_t, r);
-    // The discarded energy from the eigenvalues is only accurate to ~m * eps * sigma_0^2. The
-    // exact error of the stored factors is `||A - U_r C||^2`: `||A||^2 - ||C||^2` where that is
-    // safe (see DIFFERENCE_MIN_SHARE), else the residual, to round-off relative to itself.
-    let total = a.squared_norm_l2();
-    let captured = carry_t.squared_norm_l2();
-    let difference = total - captured;
+    // The discarded energy from the eigenvalues is only accurate to ~m * eps * sigma_0^2;
+    // below full rank, the error of the stored factors is measured instead.
     let discarded = if r == m {
         discarded
-    } else if difference >= DIFFERENCE_MIN_SHARE * total
-        && orthogonality_defect(u.as_ref()) * captured <= DIFFERENCE_TOLERANCE * difference
-    {
-        difference
     } else {
-        let mut residual = a.to_owned();
-        matmul(
-            residual.as_mut(),
-            Accum::Add,
-            u.as_ref(),
-            carry_t.transpose(),
-            -1.0,
-            par,
-        );
-        residual.norm_l2().powi(2)
+        factor_error(a, u.as_ref(), carry_t.as_ref(), par)
     };
     let mut carry = Vec::with_capacity(r * n);
     for i in 0..r {
