@@ -15,6 +15,7 @@ mod eigen;
 mod error;
 mod fit;
 mod linalg;
+mod lobpcg;
 mod merge;
 mod orthogonalize;
 mod project;

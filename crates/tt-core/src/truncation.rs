@@ -64,7 +64,8 @@ pub struct TruncationReport {
     /// Achieved `||T - TT||_F / ||T||_F`, from the discarded singular values (the projections are
     /// orthogonal, so the squared errors of the steps add up exactly).
     pub rel_error: f64,
-    /// Per unfolding step, every singular value computed, non-increasing.
+    /// Per unfolding step, every singular value computed, non-increasing: all `min(m, n)` of
+    /// them, except on a [`SvdMethod::Lobpcg`] step, which computes the kept ones only.
     pub singular_values: Vec<Vec<f64>>,
     /// Per step, the squared Frobenius norm discarded.
     pub discarded: Vec<f64>,

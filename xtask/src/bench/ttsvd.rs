@@ -124,6 +124,8 @@ fn dense_rel_error<T: Scalar>(tensor: &ArrayD<T>, tt: &TtTensor<T>) -> Result<f6
     Ok((num / den).sqrt())
 }
 
+/// One letter per unfolding step: G = Gram eigen-decomposition, S = thin SVD, I = nothing to
+/// truncate, L = LOBPCG on the Gram matrix (kept eigenpairs only).
 fn methods(report: &TruncationReport) -> String {
     report
         .methods
@@ -132,6 +134,7 @@ fn methods(report: &TruncationReport) -> String {
             SvdMethod::Gram => 'G',
             SvdMethod::ThinSvd => 'S',
             SvdMethod::Identity => 'I',
+            SvdMethod::Lobpcg => 'L',
         })
         .collect()
 }
