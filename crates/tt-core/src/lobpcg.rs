@@ -300,6 +300,11 @@ fn orthonormal_complement(
     let threshold = (drop * scale).max(floor);
     for pass in 0..2 {
         let k = v.ncols();
+        if k == 0 {
+            // Everything was dropped (faer's eigen-decomposition of a 0 x 0 matrix underflows
+            // an index).
+            break;
+        }
         let mut vtv = Mat::<f64>::zeros(k, k);
         matmul(
             vtv.as_mut(),
