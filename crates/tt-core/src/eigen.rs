@@ -139,8 +139,13 @@ impl Tridiagonal {
         Ok(Some((lambdas, x)))
     }
 
-    /// Every eigenvalue of `T`, non-increasing.
-    fn eigenvalues(&self) -> Result<Vec<f64>> {
+    /// Every eigenvalue of `T`, non-increasing: by the rational QL iteration
+    /// ([`rational_ql_eigenvalues`]), or by faer's QR iteration where that does not converge.
+    pub(crate) fn eigenvalues(&self) -> Result<Vec<f64>> {
+        if let Some(mut lambdas) = rational_ql_eigenvalues(&self.diag, &self.offdiag) {
+            lambdas.reverse();
+            return Ok(lambdas);
+        }
         let n = self.n();
         let mut s = Diag::<f64>::zeros(n);
         let (d, e) = self.diag_and_offdiag();
@@ -280,6 +285,104 @@ impl Tridiagonal {
             Mat::<f64>::from_fn(n, n, |i, j| vectors[(i, n - 1 - j)]),
         ))
     }
+}
+
+/// Most QL sweeps per eigenvalue before [`rational_ql_eigenvalues`] gives up (EISPACK's limit;
+/// two or three are typical).
+const MAX_QL_SWEEPS: usize = 30;
+
+/// Every eigenvalue of the symmetric tridiagonal matrix with diagonal `diag` (`n`) and
+/// sub-diagonal `offdiag` (`n - 1`), non-decreasing; `None` when an eigenvalue needed more than
+/// [`MAX_QL_SWEEPS`] sweeps.
+///
+/// The rational (square-root free) variant of the implicit QL iteration with a Wilkinson-type
+/// shift, as in EISPACK's `tqlrat` (Reinsch 1973): it works on the squares `e_i^2` of the
+/// sub-diagonal, so a sweep costs a few multiplications and one division per row and no square
+/// root, where faer's QR sweep (the fallback) builds a Givens rotation per row. Each eigenvalue
+/// is accurate to about `eps * max_i(|d_i| + |e_i|)`, like the QR iteration's. Measured: on the
+/// 192-wide Gram matrices of a `64x3x3x64` TT-SVD, faer's eigenvalue pass was about half of the
+/// whole decomposition's time.
+fn rational_ql_eigenvalues(diag: &[f64], offdiag: &[f64]) -> Option<Vec<f64>> {
+    let n = diag.len();
+    debug_assert_eq!(offdiag.len(), n.saturating_sub(1));
+    let mut d = diag.to_vec();
+    // e2[i] = e_i^2 couples rows i and i + 1; e2[n - 1] = 0 ends every search below.
+    let mut e2: Vec<f64> = offdiag.iter().map(|e| e * e).chain([0.0]).collect();
+    if n == 0 || d.iter().chain(&e2).any(|v| !v.is_finite()) {
+        return None;
+    }
+    // `shift_sum` accumulates the shifts applied to the trailing rows; `scale` is the largest
+    // `|d_l| + |e_l|` met so far, `tiny` = eps * scale, the negligible-coupling test on e^2.
+    let (mut shift_sum, mut scale, mut tiny, mut tiny2) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for l in 0..n {
+        let h = d[l].abs() + e2[l].sqrt();
+        if scale < h {
+            scale = h;
+            tiny = f64::EPSILON * scale;
+            tiny2 = tiny * tiny;
+        }
+        // The first negligible coupling at or below row l.
+        let m = (l..n).find(|&m| e2[m] <= tiny2).expect("e2[n - 1] is zero");
+        if m > l {
+            let mut sweeps = 0;
+            loop {
+                if sweeps == MAX_QL_SWEEPS {
+                    return None;
+                }
+                sweeps += 1;
+                // The shift: the eigenvalue of the leading 2 x 2 block nearer to d[l].
+                let s = e2[l].sqrt();
+                let g = d[l];
+                let p = (d[l + 1] - g) / (2.0 * s);
+                let r = p.hypot(1.0);
+                d[l] = s / (p + r.copysign(p));
+                let h = g - d[l];
+                for di in &mut d[l + 1..] {
+                    *di -= h;
+                }
+                shift_sum += h;
+                // One rational QL sweep from row m up to row l.
+                let mut g = d[m];
+                if g == 0.0 {
+                    g = tiny;
+                }
+                let mut h = g;
+                let mut s = 0.0;
+                for i in (l..m).rev() {
+                    let p = g * h;
+                    let r = p + e2[i];
+                    e2[i + 1] = s * r;
+                    s = e2[i] / r;
+                    d[i + 1] = h + s * (h + d[i]);
+                    g = d[i] - e2[i] / g;
+                    if g == 0.0 {
+                        g = tiny;
+                    }
+                    h = g * p / r;
+                }
+                e2[l] = s * g;
+                d[l] = h;
+                // Converged when the coupling of row l is negligible (the test is written to
+                // avoid underflow in h * e2[l]).
+                if h == 0.0 || e2[l].abs() <= (tiny2 / h).abs() {
+                    break;
+                }
+                e2[l] *= h;
+                if e2[l] == 0.0 {
+                    break;
+                }
+            }
+        }
+        // Insert d[l] + shift_sum into the sorted d[0..l].
+        let value = d[l] + shift_sum;
+        let mut i = l;
+        while i > 0 && value < d[i - 1] {
+            d[i] = d[i - 1];
+            i -= 1;
+        }
+        d[i] = value;
+    }
+    d.iter().all(|v| v.is_finite()).then_some(d)
 }
 
 /// A fixed, item-dependent start vector with components of both signs and no structure that
@@ -561,6 +664,71 @@ mod tests {
             .unwrap();
         assert!(l.iter().all(|&x| x == 0.0));
         assert!(accurate(zero.as_ref(), &[0.0, 0.0], u.as_ref()));
+    }
+
+    /// The rational QL eigenvalues against faer's eigenvalues of the same tridiagonal matrices, within `n * eps * ||T||_1` times a small factor (both are
+    /// backward stable to about `eps ||T||` per eigenvalue): random, graded over 12 orders of
+    /// magnitude, already diagonal (unsorted), with zero couplings splitting it, repeated
+    /// eigenvalues (Wilkinson's W21+ has pairs equal to 1e-14), and tridiagonal forms of
+    /// Gram-like spectra.
+    #[test]
+    fn rational_ql_matches_the_qr_iteration() {
+        let mut rng = StdRng::seed_from_u64(8);
+        let mut cases: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
+        for n in [1usize, 2, 3, 7, 40, 193] {
+            let d = (0..n).map(|_| rng.random::<f64>() - 0.5).collect();
+            let e = (0..n.saturating_sub(1))
+                .map(|_| rng.random::<f64>() - 0.5)
+                .collect();
+            cases.push((d, e));
+        }
+        let graded: Vec<f64> = (0..60).map(|i| 10f64.powf(-(i as f64) / 5.0)).collect();
+        cases.push((graded.clone(), graded[1..].to_vec()));
+        cases.push((vec![3.0, -1.0, 2.0, 2.0, 0.0], vec![0.0; 4]));
+        let mut split: Vec<f64> = (0..30).map(|i| (i % 4) as f64 * 0.3).collect();
+        split[10] = 0.0;
+        cases.push(((0..31).map(|i| i as f64 * 0.1).collect(), split));
+        let w21: Vec<f64> = (0..21).map(|i| (10 - i as i64).abs() as f64).collect();
+        cases.push((w21, vec![1.0; 20]));
+        for (k, spectrum) in [
+            (0..150).map(|i| 0.9f64.powi(i)).collect::<Vec<f64>>(),
+            (0..150).map(|i| if i < 40 { 2.0 } else { 1e-3 }).collect(),
+            (0..150)
+                .map(|i| if i < 20 { 1.0 + i as f64 } else { 0.0 })
+                .collect(),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let t = Tridiagonal::new(with_spectrum(spectrum, 20 + k as u64).as_ref(), Par::Seq);
+            cases.push((t.diag.clone(), t.offdiag.clone()));
+        }
+        for (c, (d, e)) in cases.iter().enumerate() {
+            let n = d.len();
+            let got = rational_ql_eigenvalues(d, e).unwrap_or_else(|| panic!("case {c}"));
+            let dense = Mat::<f64>::from_fn(n, n, |i, j| match i.abs_diff(j) {
+                0 => d[i],
+                1 => e[i.min(j)],
+                _ => 0.0,
+            });
+            let want = dense.self_adjoint_eigenvalues(faer::Side::Lower).unwrap();
+            let norm = (0..n).fold(0.0f64, |m, i| {
+                m.max(
+                    d[i].abs()
+                        + e.get(i).map_or(0.0, |v| v.abs())
+                        + if i > 0 { e[i - 1].abs() } else { 0.0 },
+                )
+            });
+            let tol = 8.0 * n as f64 * f64::EPSILON * norm;
+            for (i, &g) in got.iter().enumerate() {
+                let w = want[i];
+                assert!(
+                    (g - w).abs() <= tol,
+                    "case {c}, eigenvalue {i}: {g} vs {w} (tol {tol:e})"
+                );
+            }
+        }
+        assert!(rational_ql_eigenvalues(&[f64::NAN, 1.0], &[1.0]).is_none());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::svd::{ComputeSvdVectors, svd, svd_scratch};
-use faer::{Accum, Mat, MatRef, Par, Side};
+use faer::{Accum, Mat, MatRef, Par};
 
 use crate::eigen::Tridiagonal;
 use crate::error::{Error, Result};
@@ -338,12 +338,11 @@ fn thin(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Truncated> {
 /// `A = I_m A`: nothing is truncated, so no factorisation is needed.
 fn identity(a: MatRef<'_, f64>, data: &[f64]) -> Result<Truncated> {
     let (m, n) = (a.nrows(), a.ncols());
-    let gram = gram(a, parallelism(m, n));
-    let singular_values = gram
-        .self_adjoint_eigenvalues(Side::Lower)
-        .map_err(|_| Error::NoConvergence("Gram eigenvalues"))?
+    let par = parallelism(m, n);
+    let gram = gram(a, par);
+    let singular_values = Tridiagonal::new(gram.as_ref(), par)
+        .eigenvalues()?
         .iter()
-        .rev()
         .map(|&v| v.max(0.0).sqrt())
         .collect();
     let mut u = vec![0.0; m * m];
