@@ -540,13 +540,13 @@ fn raised(p: f64, tiny: f64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
     /// `Q diag(spectrum) Q^T` for a random orthogonal `Q` (QR of a Gaussian-like matrix).
-    fn with_spectrum(spectrum: &[f64], seed: u64) -> Mat<f64> {
+    pub(crate) fn with_spectrum(spectrum: &[f64], seed: u64) -> Mat<f64> {
         let n = spectrum.len();
         let mut rng = StdRng::seed_from_u64(seed);
         let g = Mat::<f64>::from_fn(n, n, |_, _| rng.random::<f64>() - 0.5);

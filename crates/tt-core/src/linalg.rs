@@ -83,7 +83,7 @@ const DIFFERENCE_TOLERANCE: f64 = 1e-9;
 
 /// The lower triangle of `X X^T` for `X (m x n)` by faer's triangular product (half the
 /// multiply-adds of a full product); the strict upper triangle is left zero.
-fn lower_gram(x: MatRef<'_, f64>, par: Par) -> Mat<f64> {
+pub(crate) fn lower_gram(x: MatRef<'_, f64>, par: Par) -> Mat<f64> {
     let m = x.nrows();
     let mut g = Mat::<f64>::zeros(m, m);
     triangular::matmul(
@@ -102,7 +102,7 @@ fn lower_gram(x: MatRef<'_, f64>, par: Par) -> Mat<f64> {
 
 /// `A A^T (m x m)` for `A (m x n)`: [`lower_gram`], mirrored into the upper triangle (the
 /// eigenvector check and the eigenvalue routines may read either).
-fn gram(a: MatRef<'_, f64>, par: Par) -> Mat<f64> {
+pub(crate) fn gram(a: MatRef<'_, f64>, par: Par) -> Mat<f64> {
     let mut gram = lower_gram(a, par);
     for j in 1..gram.nrows() {
         for i in 0..j {
@@ -339,7 +339,8 @@ fn thin(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Truncated> {
 fn identity(a: MatRef<'_, f64>, data: &[f64]) -> Result<Truncated> {
     let (m, n) = (a.nrows(), a.ncols());
     let par = parallelism(m, n);
-    let gram = gram(a, par);
+    // The reduction reads the lower triangle only: no mirrored copy needed.
+    let gram = lower_gram(a, par);
     let singular_values = Tridiagonal::new(gram.as_ref(), par)
         .eigenvalues()?
         .iter()

@@ -35,7 +35,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::linalg::orthogonality_defect;
+use crate::linalg::{lower_gram, orthogonality_defect};
 
 /// Smallest number of Ritz vectors carried beyond the kept ones.
 const MIN_EXTRA: usize = 8;
@@ -305,15 +305,8 @@ fn orthonormal_complement(
             // an index).
             break;
         }
-        let mut vtv = Mat::<f64>::zeros(k, k);
-        matmul(
-            vtv.as_mut(),
-            Accum::Replace,
-            v.subrows(0, m).transpose(),
-            v.subrows(0, m),
-            1.0,
-            par,
-        );
+        // V^T V: its lower triangle is what the eigen-decomposition reads.
+        let vtv = lower_gram(v.subrows(0, m).transpose(), par);
         let Ok(evd) = vtv.self_adjoint_eigen(Side::Lower) else {
             return Mat::zeros(rows, 0);
         };
@@ -370,42 +363,13 @@ fn converged(sums: &[f64], trace: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::Rng;
-
-    /// `Q diag(spectrum) Q^T` for a random orthogonal `Q`.
-    fn with_spectrum(spectrum: &[f64], seed: u64) -> Mat<f64> {
-        let n = spectrum.len();
-        let mut rng = StdRng::seed_from_u64(seed);
-        let q = Mat::<f64>::from_fn(n, n, |_, _| rng.random::<f64>() - 0.5)
-            .qr()
-            .compute_Q();
-        let qs = Mat::<f64>::from_fn(n, n, |i, j| q[(i, j)] * spectrum[j]);
-        let mut a = Mat::<f64>::zeros(n, n);
-        matmul(
-            a.as_mut(),
-            Accum::Replace,
-            qs.as_ref(),
-            q.transpose(),
-            1.0,
-            Par::Seq,
-        );
-        a
-    }
+    use crate::eigen::tests::with_spectrum;
+    use crate::linalg::gram;
 
     /// `A A^T` for a Gaussian `A (m x 2m)`: the flat top spectrum of a random kernel's unfolding.
     fn gaussian_gram(m: usize, seed: u64) -> Mat<f64> {
         let mut rng = StdRng::seed_from_u64(seed);
-        let a = random(m, 2 * m, &mut rng);
-        let mut g = Mat::<f64>::zeros(m, m);
-        matmul(
-            g.as_mut(),
-            Accum::Replace,
-            a.as_ref(),
-            a.transpose(),
-            1.0,
-            Par::Seq,
-        );
-        g
+        gram(random(m, 2 * m, &mut rng).as_ref(), Par::Seq)
     }
 
     /// Against faer's full decomposition: the kept energy within `1e-9` of the discarded energy
