@@ -2,13 +2,15 @@
 //! (`linalg.rs`), which keeps few of them: all eigenvalues, then only the kept eigenvectors.
 //!
 //! `A = Q T Q^T` with `T` tridiagonal (faer's blocked Householder tridiagonalization, about
-//! `4/3 n^3` flops: the bulk of the work); every eigenvalue of `T` (faer's implicit QR without
-//! vectors, `O(n^2)`); then, for the `r` eigenvalues the caller keeps, the eigenvectors of `T` by
+//! `4/3 n^3` flops: the bulk of the work); every eigenvalue of `T` (the rational QL iteration,
+//! `O(n^2)`); then, for the `r` eigenvalues the caller keeps, the eigenvectors of `T` by
 //! inverse iteration (a pivoted LU of `T - lambda I` and a few `O(n)` solves each, vectors of
 //! nearby eigenvalues re-orthogonalised against each other, as LAPACK's `dstein` does), and
 //! `U = Q X` (the Householder back-transform of `r` columns, `2 n^2 r` flops). faer's full
-//! decomposition instead computes all `n` eigenvectors of `T` (divide and conquer) and
-//! back-transforms all of them, about as much work again as the tridiagonalization.
+//! decomposition of `T` instead computes all `n` eigenvectors (a QR iteration applying a
+//! rotation to `n`-long vectors per step, or divide and conquer) and back-transforms them: it is
+//! taken only where the re-orthogonalisation inside large clusters of eigenvalues would cost
+//! more, or where inverse iteration fails its check.
 //!
 //! Why hand-written: faer (the crate this workspace uses for dense linear algebra) offers the
 //! tridiagonalization, the eigenvalues and the back-transform as public functions, but no subset
@@ -32,10 +34,6 @@ use faer::{Accum, Conj, Mat, MatRef, Par};
 
 use crate::error::{Error, Result};
 
-/// Inverse iteration runs only when it keeps at most this share of the eigenvectors; above it
-/// the full decomposition of `T` costs little more than `r` solves and their
-/// re-orthogonalisation.
-const MAX_PARTIAL_SHARE: f64 = 0.25;
 /// Solves per eigenvector. With an eigenvalue accurate to round-off one solve already amplifies
 /// its eigenvector by about `1 / eps`; the others remove what the start vector and the nearby
 /// vectors of its cluster left.
@@ -97,45 +95,54 @@ impl Tridiagonal {
 
     /// Every eigenvalue of `a` (the matrix this reduced), non-increasing, and the unit
     /// eigenvectors of the leading `r` of them (`n x r`, column `j` for eigenvalue `j`), where
-    /// `r = keep(eigenvalues)`; `None` when `keep` says none. `max_keep` bounds what `keep` can
-    /// return.
+    /// `r = keep(eigenvalues)`; `None` when `keep` says none.
     ///
-    /// When `max_keep` is a small share of `n` ([`MAX_PARTIAL_SHARE`]), the eigenvalues come from
-    /// faer's QR iteration without vectors and the kept vectors from inverse iteration, checked
-    /// (residual and orthogonality; a failed check falls back to the full decomposition of `T`).
-    /// Otherwise the full decomposition of `T` gives both at once (a separate eigenvalue pass
-    /// would cost more than the vectors it saves: on 64- to 192-wide Gram matrices faer's QR
-    /// without vectors took 1.2-2x as long as the tridiagonalization itself).
+    /// The eigenvalues come from the rational QL iteration ([`Self::eigenvalues`]), the kept
+    /// vectors from inverse iteration, checked (residual and orthogonality; a failed check falls
+    /// back to the full decomposition of `T`). The full decomposition gives them instead when
+    /// re-orthogonalising the vectors inside clusters would cost more than it
+    /// ([`cluster_pairs`]), or when `T` is too close to zero for the solves.
     pub(crate) fn leading_eigenpairs(
         &self,
         a: MatRef<'_, f64>,
-        max_keep: usize,
         keep: impl FnOnce(&[f64]) -> Option<usize>,
     ) -> Result<Option<(Vec<f64>, Mat<f64>)>> {
+        self.leading_eigenpairs_by(a, keep, false)
+    }
+
+    /// [`Self::leading_eigenpairs`]; `full_only` takes the full decomposition of `T` for the
+    /// vectors (the tests compare both routes).
+    fn leading_eigenpairs_by(
+        &self,
+        a: MatRef<'_, f64>,
+        keep: impl FnOnce(&[f64]) -> Option<usize>,
+        full_only: bool,
+    ) -> Result<Option<(Vec<f64>, Mat<f64>)>> {
         let n = self.n();
+        let norm = self.one_norm();
         // A `T` within a few ulps of zero would make the raised pivots subnormal and the solves
         // overflow: its eigenvectors come from the full decomposition.
-        let scaled = self.one_norm() >= f64::MIN_POSITIVE / f64::EPSILON;
-        if !(scaled && max_keep as f64 <= MAX_PARTIAL_SHARE * n as f64) {
-            let (lambdas, vectors) = self.full()?;
-            let Some(r) = keep(&lambdas) else {
-                return Ok(None);
-            };
-            let mut x = Mat::<f64>::from_fn(n, r, |i, j| vectors[(i, j)]);
-            self.back_transform(&mut x);
-            return Ok(Some((lambdas, x)));
-        }
+        let scaled = norm >= f64::MIN_POSITIVE / f64::EPSILON;
         let lambdas = self.eigenvalues()?;
         let Some(r) = keep(&lambdas) else {
             return Ok(None);
         };
-        let mut x = self.inverse_iteration(&lambdas[..r]);
-        self.back_transform(&mut x);
-        if !accurate(a, &lambdas[..r], x.as_ref()) {
-            let vectors = self.full()?.1;
-            x = Mat::<f64>::from_fn(n, r, |i, j| vectors[(i, j)]);
+        let pairs = cluster_pairs(&lambdas[..r], CLUSTER_GAP * norm);
+        let partial = scaled && !full_only && inverse_iteration_pays(n, r, pairs);
+        let inverse = partial.then(|| {
+            let mut x = self.inverse_iteration(&lambdas[..r]);
             self.back_transform(&mut x);
-        }
+            x
+        });
+        let x = match inverse {
+            Some(x) if accurate(a, &lambdas[..r], x.as_ref()) => x,
+            _ => {
+                let vectors = self.full()?.1;
+                let mut x = Mat::<f64>::from_fn(n, r, |i, j| vectors[(i, j)]);
+                self.back_transform(&mut x);
+                x
+            }
+        };
         Ok(Some((lambdas, x)))
     }
 
@@ -181,23 +188,19 @@ impl Tridiagonal {
     fn inverse_iteration(&self, lambdas: &[f64]) -> Mat<f64> {
         let n = self.n();
         let norm = self.one_norm();
-        let gap = CLUSTER_GAP * norm;
+        let starts = cluster_starts(lambdas, CLUSTER_GAP * norm);
         // Shifts at least this far apart, so two equal eigenvalues get distinct vectors (dstein's
         // perturbation of repeated eigenvalues).
         let separation = 10.0 * f64::EPSILON * norm;
         let mut x = Mat::<f64>::zeros(n, lambdas.len());
         let mut v = vec![0.0; n];
         let mut shift_prev = f64::INFINITY;
-        let mut cluster_start = 0;
-        for (j, &lambda) in lambdas.iter().enumerate() {
+        for (j, (&lambda, &cluster_start)) in lambdas.iter().zip(&starts).enumerate() {
             let shift = if shift_prev - lambda < separation {
                 shift_prev - separation
             } else {
                 lambda
             };
-            if j > 0 && lambdas[j - 1] - lambda > gap {
-                cluster_start = j;
-            }
             let lu = TridiagonalLu::new(&self.diag, &self.offdiag, shift, f64::EPSILON * norm);
             start_vector(&mut v, j);
             for _ in 0..SOLVES {
@@ -285,6 +288,41 @@ impl Tridiagonal {
             Mat::<f64>::from_fn(n, n, |i, j| vectors[(i, n - 1 - j)]),
         ))
     }
+}
+
+/// Whether inverse iteration for `r` of `n` eigenvectors, `pairs` of them re-orthogonalised
+/// ([`cluster_pairs`]), costs less than faer's full decomposition of `T`. Measured with `n`
+/// 128-512 (flat and clustered spectra, `r` from `n / 4` to `n`, docs/perf.md): one vector's
+/// LU and solves cost about `87 n` ns, one re-orthogonalised pair `3.3 n` ns, and the full
+/// decomposition about `107 n^2` ns. So: `25 r + pairs <= 30 n`.
+fn inverse_iteration_pays(n: usize, r: usize, pairs: usize) -> bool {
+    r.saturating_mul(25).saturating_add(pairs) <= n.saturating_mul(30)
+}
+
+/// For each of the non-increasing `lambdas`, the first index of its cluster: the run of
+/// eigenvalues reaching it through steps of at most `gap` (inverse iteration re-orthogonalises
+/// their vectors against each other).
+fn cluster_starts(lambdas: &[f64], gap: f64) -> Vec<usize> {
+    let mut start = 0;
+    (0..lambdas.len())
+        .map(|j| {
+            if j > 0 && lambdas[j - 1] - lambdas[j] > gap {
+                start = j;
+            }
+            start
+        })
+        .collect()
+}
+
+/// How many vector pairs inverse iteration re-orthogonalises for `lambdas` (each vector
+/// against the earlier ones of its cluster, [`cluster_starts`]): 0 for well separated
+/// eigenvalues, `r (r - 1) / 2` when all `r` form one cluster.
+fn cluster_pairs(lambdas: &[f64], gap: f64) -> usize {
+    cluster_starts(lambdas, gap)
+        .iter()
+        .enumerate()
+        .map(|(j, &start)| j - start)
+        .sum()
 }
 
 /// Most QL sweeps per eigenvalue before [`rational_ql_eigenvalues`] gives up (EISPACK's limit;
@@ -604,9 +642,9 @@ pub(crate) mod tests {
         }
         // The public entry, on both of its routes, gives the same eigenvalues and checked
         // vectors.
-        for max_keep in [r, n] {
+        for full_only in [false, true] {
             let (l, w) = t
-                .leading_eigenpairs(a.as_ref(), max_keep, |_| Some(r))
+                .leading_eigenpairs_by(a.as_ref(), |_| Some(r), full_only)
                 .unwrap()
                 .unwrap();
             assert!(
@@ -616,11 +654,11 @@ pub(crate) mod tests {
             );
             assert!(
                 accurate(a.as_ref(), &lam[..r], w.as_ref()),
-                "max_keep {max_keep}"
+                "full_only {full_only}"
             );
         }
         assert!(
-            t.leading_eigenpairs(a.as_ref(), r, |_| None)
+            t.leading_eigenpairs(a.as_ref(), |_| None)
                 .unwrap()
                 .is_none()
         );
@@ -659,7 +697,7 @@ pub(crate) mod tests {
         let zero = Mat::<f64>::zeros(12, 12);
         let t = Tridiagonal::new(zero.as_ref(), Par::Seq);
         let (l, u) = t
-            .leading_eigenpairs(zero.as_ref(), 2, |_| Some(2))
+            .leading_eigenpairs(zero.as_ref(), |_| Some(2))
             .unwrap()
             .unwrap();
         assert!(l.iter().all(|&x| x == 0.0));

@@ -2,8 +2,9 @@
 //!
 //! Two methods:
 //! - the thin SVD (`faer::MatRef::thin_svd`), always accurate;
-//! - for a wide matrix `A (m x n)`, `m <= n`, with `m >= GRAM_MIN_DIM`: the eigen-decomposition of
-//!   the Gram matrix `A A^T (m x m)`, about 3x faster on kernel unfoldings. Its eigenvalues
+//! - for `A (m x n)` with `min(m, n) >= GRAM_MIN_DIM`, wide or at most twice as tall as wide:
+//!   the eigen-decomposition of the Gram matrix `A A^T (m x m)`, about 3x faster on kernel
+//!   unfoldings. Its eigenvalues
 //!   `sigma_i^2` are accurate only to about `m * eps * sigma_0^2` in absolute terms, so it is
 //!   used only when the result is *resolved*: the smallest kept `sigma^2` and the discarded energy
 //!   (and, for tolerance truncation, `delta^2`) lie far above that noise floor. Otherwise the thin
@@ -33,6 +34,13 @@ use crate::lobpcg;
 /// faster (2.9 -> 1.76 ms) and rank 32 1.18x (3.25 -> 2.75 ms), same ranks and errors; the
 /// resolution check still sends unresolved spectra to the thin SVD.
 pub const GRAM_MIN_DIM: usize = 16;
+
+/// The Gram route `A A^T (m x m)` is also taken for a tall `A (m x n)` up to `m = 2n`: its
+/// `m - n` extra eigenvalues are zero (round-off), and the tridiagonal decomposition of the
+/// `m x m` Gram matrix with inverse iteration for the kept vectors costs less than faer's thin
+/// SVD, whose bidiagonal QR iteration with vectors dominated it. Measured on the last
+/// unfolding of a (64,3,3,64) kernel at rank 32 (96 x 64): see docs/perf.md.
+const TALL_GRAM_MAX_ASPECT: usize = 2;
 
 /// Below this many `m * n * min(m, n)` flops, factorisations run on one thread: on small
 /// unfoldings (a (64,3,3,64) kernel) faer's 2-thread SVD was 1.5-2.5x slower than one thread.
@@ -254,9 +262,9 @@ pub(crate) fn truncated_svd(a: &[f64], m: usize, n: usize, rule: KeepRule) -> Re
     {
         return identity(mat, a);
     }
-    if m <= n
-        && m >= GRAM_MIN_DIM
-        && let Some(t) = gram_wide(mat, rule)?
+    if m.min(n) >= GRAM_MIN_DIM
+        && m <= TALL_GRAM_MAX_ASPECT * n
+        && let Some(t) = row_gram(mat, rule)?
     {
         return Ok(t);
     }
@@ -360,12 +368,14 @@ fn identity(a: MatRef<'_, f64>, data: &[f64]) -> Result<Truncated> {
     })
 }
 
-/// The Gram route for `m <= n`; `None` when its result would not be resolved.
+/// The Gram route, the eigen-decomposition of `A A^T (m x m)`; `None` when its result would not
+/// be resolved. For a tall `A` only the leading `min(m, n)` eigenvalues are singular values
+/// squared (the rest are zero up to round-off) and only they are used and reported.
 ///
 /// At a fixed rank far below `m` ([`lobpcg::applies`]) the kept eigenpairs come from the LOBPCG
 /// iteration ([`SvdMethod::Lobpcg`]); where it does not converge, or its result is not
 /// resolved, from the tridiagonal decomposition, which also gives every eigenvalue.
-fn gram_wide(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Option<Truncated>> {
+fn row_gram(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Option<Truncated>> {
     let (m, n) = (a.nrows(), a.ncols());
     let par = parallelism(m, n);
     let gram = gram(a, par);
@@ -452,15 +462,12 @@ fn tridiagonal_route(
     par: Par,
 ) -> Result<Option<(usize, Mat<f64>, Vec<f64>, f64)>> {
     let m = gram.nrows();
+    // At most `k` eigenvalues are non-zero (`m - k` more for a tall unfolding).
+    let k = m.min(n);
     // All eigenvalues (they decide the rank), and only the kept eigenvectors.
-    let max_keep = match rule {
-        KeepRule::Rank(r) => r,
-        KeepRule::Delta { max_rank, .. } => max_rank,
-    }
-    .clamp(1, m);
     let mut rank: Option<(usize, Vec<f64>, f64)> = None;
     let keep = |raw: &[f64]| {
-        let lam: Vec<f64> = raw.iter().map(|&l| l.max(0.0)).collect();
+        let lam: Vec<f64> = raw[..k].iter().map(|&l| l.max(0.0)).collect();
         let lam0 = lam[0];
         if lam0 == 0.0 {
             return None;
@@ -469,7 +476,7 @@ fn tridiagonal_route(
         let resolved = |x: f64| x > GRAM_MARGIN * noise;
         let r = choose_rank(&lam, rule, m, n);
         let ok = resolved(lam[r - 1])
-            && (r == m || resolved(tail_sum(&lam, r)))
+            && (r == k || resolved(tail_sum(&lam, r)))
             && match rule {
                 KeepRule::Delta { delta2, .. } => resolved(delta2),
                 KeepRule::Rank(_) => true,
@@ -480,7 +487,7 @@ fn tridiagonal_route(
             r
         })
     };
-    let Some((_, u)) = Tridiagonal::new(gram, par).leading_eigenpairs(gram, max_keep, keep)? else {
+    let Some((_, u)) = Tridiagonal::new(gram, par).leading_eigenpairs(gram, keep)? else {
         return Ok(None);
     };
     // The clamped eigenvalues `keep` ranked, and their tail.
@@ -606,6 +613,50 @@ mod tests {
         let ra = reconstruct(&t, m, n);
         let err: f64 = a.iter().zip(&ra).map(|(x, y)| (x - y).powi(2)).sum();
         assert!((err - t.discarded2).abs() <= 1e-10 * err);
+    }
+
+    /// A tall unfolding up to twice as tall as wide takes the Gram route of its `m x m` Gram
+    /// matrix: against the thin SVD, the same projection (reconstructions within `1e-9` of
+    /// `||A||`), the same discarded energy (`1e-9 ||A||^2`), reported as the measured error of
+    /// the stored factors, and `min(m, n)` singular values, at a rank below `n`, at `n` itself
+    /// (nothing discarded but round-off) and under a tolerance. Taller ones take the thin SVD.
+    #[test]
+    fn tall_unfoldings_take_the_gram_route() {
+        for (m, n) in [(96, 64), (128, 64)] {
+            let a = matrix(m, n, 0.9);
+            let total: f64 = a.iter().map(|v| v * v).sum();
+            let rules = [
+                KeepRule::Rank(32),
+                KeepRule::Rank(n),
+                KeepRule::Delta {
+                    delta2: 1e-3 * total,
+                    max_rank: n,
+                },
+            ];
+            for rule in rules {
+                let t = truncated_svd(&a, m, n, rule).unwrap();
+                let s = thin(MatRef::from_row_major_slice(&a, m, n), rule).unwrap();
+                assert_eq!(t.method, SvdMethod::Gram, "{m}x{n} {rule:?}");
+                assert_eq!((t.rank, t.singular_values.len()), (s.rank, n));
+                for (x, y) in t.singular_values.iter().zip(&s.singular_values) {
+                    assert!((x - y).abs() <= 1e-6 * s.singular_values[0], "{x} {y}");
+                }
+                let ra = reconstruct(&t, m, n);
+                let rs = reconstruct(&s, m, n);
+                let diff: f64 = ra.iter().zip(&rs).map(|(x, y)| (x - y).powi(2)).sum();
+                assert!(diff.sqrt() < 1e-9 * total.sqrt(), "{rule:?}: {diff}");
+                let err: f64 = a.iter().zip(&ra).map(|(x, y)| (x - y).powi(2)).sum();
+                assert!((err - t.discarded2).abs() <= 1e-9 * total, "{rule:?}");
+                assert!(
+                    (t.discarded2 - s.discarded2).abs() <= 1e-9 * total,
+                    "{rule:?}"
+                );
+            }
+        }
+        let (m, n) = (200, 64);
+        let a = matrix(m, n, 0.9);
+        let t = truncated_svd(&a, m, n, KeepRule::Rank(32)).unwrap();
+        assert_eq!(t.method, SvdMethod::ThinSvd);
     }
 
     #[test]
