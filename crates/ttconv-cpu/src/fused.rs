@@ -556,43 +556,51 @@ fn conv(
     for ur in ranges(units, per_chunk) {
         let n = ur.len() * c;
         grow(pack, rows * n);
-        for ci in 0..op.cin {
-            for t in 0..k {
-                let row = &mut pack[(ci * k + t) * n..(ci * k + t + 1) * n];
-                // Absolute output positions whose tap-`t` input is inside.
-                let valid = valid_outputs(&al.g, t, al.l_full, al.out_row0 + al.lout);
-                let mut u = ur.start;
-                while u < ur.end {
-                    let (a, pl0) = (u / al.lout, u % al.lout);
-                    let pl1 = al.lout.min(pl0 + (ur.end - u));
-                    let col = (u - ur.start) * c;
-                    let seg = &mut row[col..col + (pl1 - pl0) * c];
-                    // Clamped into the segment: with paddings wider than the kernel, the valid
-                    // outputs can start past its end (the whole segment reads zeros).
-                    let lo = valid.start.clamp(al.out_row0 + pl0, al.out_row0 + pl1);
-                    let hi = valid.end.min(al.out_row0 + pl1).max(lo);
-                    let (z0, z1) = ((lo - al.out_row0 - pl0) * c, (hi - al.out_row0 - pl0) * c);
+        // Tap by tap and segment by segment (one output line's units inside the chunk), the
+        // geometry once for all input channels, whose rows then get the same copy.
+        for t in 0..k {
+            // Absolute output positions whose tap-`t` input is inside.
+            let valid = valid_outputs(&al.g, t, al.l_full, al.out_row0 + al.lout);
+            let mut u = ur.start;
+            while u < ur.end {
+                let (a, pl0) = (u / al.lout, u % al.lout);
+                let pl1 = al.lout.min(pl0 + (ur.end - u));
+                let col = (u - ur.start) * c;
+                let seg_len = (pl1 - pl0) * c;
+                // Clamped into the segment: with paddings wider than the kernel, the valid
+                // outputs can start past its end (the whole segment reads zeros).
+                let lo = valid.start.clamp(al.out_row0 + pl0, al.out_row0 + pl1);
+                let hi = valid.end.min(al.out_row0 + pl1).max(lo);
+                let (z0, z1) = ((lo - al.out_row0 - pl0) * c, (hi - al.out_row0 - pl0) * c);
+                // Input offset of the segment's first valid output, channel 0.
+                let from0 = (lo < hi).then(|| {
+                    let i0 = lo * s + t * al.g.dilation - al.g.pad_before;
+                    sp.base + (a * al.lin + i0 - al.in_row0) * c
+                });
+                for ci in 0..op.cin {
+                    let start = (ci * k + t) * n + col;
+                    let seg = &mut pack[start..start + seg_len];
                     seg[..z0].fill(0.0);
                     seg[z1..].fill(0.0);
-                    if lo < hi {
-                        let i0 = lo * s + t * al.g.dilation - al.g.pad_before;
-                        let from = sp.base + ci * sp.cs + (a * al.lin + i0 - al.in_row0) * c;
-                        let out = &mut seg[z0..z1];
-                        if s == 1 {
-                            out.copy_from_slice(&src[from..from + out.len()]);
-                        } else if c == 1 {
-                            for (j, v) in out.iter_mut().enumerate() {
-                                *v = src[from + j * s];
-                            }
-                        } else {
-                            for (j, chunk) in out.chunks_exact_mut(c).enumerate() {
-                                let f = from + j * s * c;
-                                chunk.copy_from_slice(&src[f..f + c]);
-                            }
+                    let Some(from0) = from0 else {
+                        continue;
+                    };
+                    let from = from0 + ci * sp.cs;
+                    let out = &mut seg[z0..z1];
+                    if s == 1 {
+                        out.copy_from_slice(&src[from..from + out.len()]);
+                    } else if c == 1 {
+                        for (j, v) in out.iter_mut().enumerate() {
+                            *v = src[from + j * s];
+                        }
+                    } else {
+                        for (j, chunk) in out.chunks_exact_mut(c).enumerate() {
+                            let f = from + j * s * c;
+                            chunk.copy_from_slice(&src[f..f + c]);
                         }
                     }
-                    u += pl1 - pl0;
                 }
+                u += pl1 - pl0;
             }
         }
         terms.clear();

@@ -341,27 +341,27 @@ macro_rules! simd_module {
                 unsafe {
                     let bp = b.as_ptr().add(nc);
                     let out = buf.as_mut_ptr();
-                    for (jt, j0) in (0..ncols).step_by(nr_tile).enumerate() {
-                        let w = (ncols - j0).min(nr_tile);
-                        let dst = out.add(jt * k * nr_tile);
-                        if w == nr_tile {
-                            for (kk, &(_, bk)) in terms.iter().enumerate() {
-                                let src = bp.add(bk + j0);
-                                for v in 0..NV {
-                                    $storeu(dst.add(kk * nr_tile + v * $lanes), $loadu(src.add(v * $lanes)));
-                                }
+                    // Row by row, each row's `ncols` floats read in one sequential run (the
+                    // rows are often a page apart: tile by tile, every row would be a new
+                    // stream of three cache lines, which the prefetchers do not follow).
+                    let full = ncols / nr_tile;
+                    let rest = ncols - full * nr_tile;
+                    let masks: [$mask; NV] =
+                        std::array::from_fn(|v| mask(rest.saturating_sub(v * $lanes).min($lanes)));
+                    for (kk, &(_, bk)) in terms.iter().enumerate() {
+                        let row = bp.add(bk);
+                        for jt in 0..full {
+                            let src = row.add(jt * nr_tile);
+                            let dst = out.add(jt * k * nr_tile + kk * nr_tile);
+                            for v in 0..NV {
+                                $storeu(dst.add(v * $lanes), $loadu(src.add(v * $lanes)));
                             }
-                        } else {
-                            let masks: [$mask; NV] =
-                                std::array::from_fn(|v| mask(w.saturating_sub(v * $lanes).min($lanes)));
-                            for (kk, &(_, bk)) in terms.iter().enumerate() {
-                                let src = bp.add(bk + j0);
-                                for v in 0..NV {
-                                    $storeu(
-                                        dst.add(kk * nr_tile + v * $lanes),
-                                        maskload(src.add(v * $lanes), masks[v]),
-                                    );
-                                }
+                        }
+                        if rest > 0 {
+                            let src = row.add(full * nr_tile);
+                            let dst = out.add(full * k * nr_tile + kk * nr_tile);
+                            for v in 0..NV {
+                                $storeu(dst.add(v * $lanes), maskload(src.add(v * $lanes), masks[v]));
                             }
                         }
                     }
@@ -601,6 +601,46 @@ mod tests {
         let mut buf = vec![MaybeUninit::new(0.0f32); 20];
         let mut v = ndarray::ArrayViewMut2::from_shape((2, 10), &mut buf).expect("2 x 10");
         let _ = Out::in_view(&mut v, 4, 7);
+    }
+
+    /// Rows of `B` a multiple of 1024 floats apart are packed even for few row blocks of `C`
+    /// (the 1-D layers' channel rows): every column count around the chunk and tile widths.
+    #[test]
+    fn packs_rows_a_page_apart() {
+        let k = 6;
+        let a: Vec<f32> = (0..k * 40)
+            .map(|i| ((i * 29) % 19) as f32 * 0.1 - 0.9)
+            .collect();
+        let b: Vec<f32> = (0..k * 1024)
+            .map(|i| ((i * 11) % 23) as f32 * 0.1 - 1.1)
+            .collect();
+        let terms: Vec<(usize, usize)> = (0..k).map(|t| (t * 40, t * 1024)).collect();
+        for m in [9, 17, 33] {
+            for n in [1, 16, 47, 48, 100, 287, 288, 289, 600, 1000] {
+                let mut want = vec![0.0f32; m * n];
+                naive(&a, &b, &terms, &mut want, 0, n, m, n, Init::Zero);
+                for lv in [Level::Avx2, Level::Avx512] {
+                    if !lv.supported() {
+                        continue;
+                    }
+                    let mut got = vec![f32::NAN; m * n];
+                    gemm_at(
+                        lv,
+                        &a,
+                        &b,
+                        &terms,
+                        Out::in_slice(&mut got, 0, n, m, n),
+                        Init::Zero,
+                    );
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{lv:?} m={m} n={n}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
