@@ -9,8 +9,9 @@
 //!   used only when the result is *resolved*: the smallest kept `sigma^2` and the discarded energy
 //!   (and, for tolerance truncation, `delta^2`) lie far above that noise floor. Otherwise the thin
 //!   SVD is computed instead; the method used is reported, never a silently worse result.
-//!   All eigenvalues are computed, and only the kept eigenvectors (`eigen.rs`: inverse iteration
-//!   on the tridiagonal form when they are few, each result checked). At a fixed rank far below a
+//!   All eigenvalues are computed (for a tall `A`, only the leading `n` are non-zero and used),
+//!   and only the kept eigenvectors (`eigen.rs`: inverse iteration on the tridiagonal form
+//!   unless the full decomposition costs less, each result checked). At a fixed rank far below a
 //!   Gram size of at least 1024 (`lobpcg.rs`), the kept eigenpairs alone are computed by LOBPCG,
 //!   iterated until their energy has converged; only their singular values are then reported.
 //!
@@ -166,9 +167,10 @@ const GRAM_MARGIN: f64 = 1e4;
 pub enum SvdMethod {
     /// Full thin SVD.
     ThinSvd,
-    /// Eigen-decomposition of the smaller Gram matrix (checked to be resolved).
+    /// Eigen-decomposition of the Gram matrix `A A^T` (checked to be resolved): the smaller one
+    /// for a wide unfolding, also taken for one up to twice as tall as wide.
     Gram,
-    /// The kept eigenpairs of the smaller Gram matrix by LOBPCG iteration, at a fixed rank far
+    /// The kept eigenpairs of the Gram matrix `A A^T` by LOBPCG iteration, at a fixed rank far
     /// below its size (`lobpcg.rs`), stopped when the kept energy has converged (checked to be
     /// resolved as [`Self::Gram`] is). Only the kept singular values are computed, so only
     /// those are reported.
@@ -401,7 +403,8 @@ fn row_gram(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Option<Truncated>> {
     );
     flip_signs(&mut u, &mut carry_t, r);
     // The discarded energy from the eigenvalues is only accurate to ~m * eps * sigma_0^2;
-    // below full rank, the error of the stored factors is measured instead.
+    // unless every row is kept (a wide unfolding at full rank), the error of the stored factors
+    // is measured instead.
     let discarded = match discarded {
         Some(d) if r == m => d,
         _ => factor_error(a, u.as_ref(), carry_t.as_ref(), par),
@@ -452,8 +455,9 @@ fn lobpcg_route(
 }
 
 /// The rank `rule` gives from every eigenvalue of `gram`, and the kept eigenvectors, from its
-/// tridiagonal decomposition (`eigen.rs`), when the result is resolved: `(r, U_r, every
-/// eigenvalue clamped at zero, their tail past r)`. `n` is the unfolding's column count.
+/// tridiagonal decomposition (`eigen.rs`), when the result is resolved: `(r, U_r, the leading
+/// min(m, n) eigenvalues clamped at zero, their tail past r)`. `n` is the unfolding's column
+/// count.
 #[allow(clippy::type_complexity)]
 fn tridiagonal_route(
     gram: MatRef<'_, f64>,

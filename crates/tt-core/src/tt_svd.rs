@@ -200,6 +200,7 @@ pub(crate) fn core_from<T: Scalar>(data: &[f64], rl: usize, n: usize, rr: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linalg::SvdMethod;
     use crate::rank::RankSpec;
 
     #[test]
@@ -264,6 +265,30 @@ mod tests {
             assert!(err < 1e-12, "scale {scale}: actual error {err}");
             assert!((report.rel_error - reference.rel_error).abs() < 1e-12);
             assert!((report.norm / scale - reference.norm).abs() < 1e-9 * reference.norm);
+        }
+    }
+
+    /// The same on unfoldings large enough for the Gram route, whose eigenvalues are the
+    /// squares of the data's scale (1e-60 data: a 1e-120 Gram matrix), by rank and by
+    /// tolerance (which chooses the ranks from those eigenvalues).
+    #[test]
+    fn magnitude_never_changes_the_gram_route() {
+        let tt = TtTensor::<f64>::random(&[20, 9, 20], &[1, 6, 6, 1], 1.0, 4).unwrap();
+        let unit = tt.to_dense().unwrap();
+        for spec in [
+            Truncation::rank(RankSpec::Uniform(5)),
+            Truncation::tolerance(0.3),
+        ] {
+            let (_, reference) = tt_svd(unit.view(), &spec).unwrap();
+            assert!(reference.methods.contains(&SvdMethod::Gram));
+            for scale in [1e-60, 1e-120, 1e120] {
+                let dense = unit.mapv(|v| v * scale);
+                let (back, report) = tt_svd(dense.view(), &spec).unwrap();
+                assert_eq!(report.ranks, reference.ranks, "scale {scale:e}");
+                assert_eq!(report.methods, reference.methods, "scale {scale:e}");
+                assert!((report.rel_error - reference.rel_error).abs() < 1e-12);
+                assert!((actual_error(&back, &dense) - reference.rel_error).abs() < 1e-9);
+            }
         }
     }
 

@@ -616,7 +616,8 @@ mod tests {
             .collect();
         let terms: Vec<(usize, usize)> = (0..k).map(|t| (t * 40, t * 1024)).collect();
         for m in [9, 17, 33] {
-            for n in [1, 16, 47, 48, 100, 287, 288, 289, 600, 1000] {
+            // 64 and 150 columns take the 32-wide AVX-512 tile with full tiles (`wide_tiles`).
+            for n in [1, 16, 47, 48, 64, 100, 150, 287, 288, 289, 600, 1000] {
                 let mut want = vec![0.0f32; m * n];
                 naive(&a, &b, &terms, &mut want, 0, n, m, n, Init::Zero);
                 for lv in [Level::Avx2, Level::Avx512] {
