@@ -170,10 +170,10 @@ def run_conv(request):
     import torch
 
     torch.set_num_threads(request["threads"])
-    # The first case measured in a fresh process ran 3-11x slower than the same case measured
-    # again in the same process (2d_c64_s56_r16, tltorch fact: 25.9 ms, then 2.3 and 2.3 ms;
-    # PyTorch dense 10.9, then 6.2 ms), its own two warm-up runs notwithstanding; the later
-    # cases showed no such first-time cost. So the process is warmed up first on the first
+    # The first case measured in a fresh process ran slower than the same case measured again
+    # in the same process (2d_c64_s56_r16: tltorch fact 25.9 ms, then 2.3 and 2.3 ms; PyTorch
+    # dense 10.9, then 6.2 ms), its own two warm-up runs notwithstanding; the later cases
+    # showed no such first-time cost. So the process is warmed up first on the first
     # case, whose figures are dropped.
     if request["cases"]:
         warm_reps = {"warmup": 2, "min": 3, "max": 3, "budget_s": 0.0}
