@@ -33,6 +33,7 @@ use faer::linalg::qr::no_pivoting::factor::recommended_block_size;
 use faer::{Accum, Conj, Mat, MatRef, Par};
 
 use crate::error::{Error, Result};
+use crate::linalg::PARALLEL_MIN_WORK;
 
 /// Solves per eigenvector. With an eigenvalue accurate to round-off one solve already amplifies
 /// its eigenvector by about `1 / eps`; the others remove what the start vector and the nearby
@@ -45,6 +46,14 @@ const CLUSTER_GAP: f64 = 1e-3;
 /// units of `n * eps * ||A||` and `n * eps`: a backward-stable decomposition reaches a small
 /// multiple of one unit; this margin only rejects a vector that inverse iteration failed on.
 const CHECK_UNITS: f64 = 1e3;
+
+/// Smallest size at which the tridiagonalization runs on faer's global parallelism; below it,
+/// on one thread. faer's parallel reduction was the slower one up to here on two threads
+/// (random Gram matrices, best of 7, `seq / par` ms: 384 4.3 / 8.6, 512 10.0 / 18.8-22.8,
+/// 768 35.3-36.7 / 51.1-55.1, 1024 86.5 / 95.6-102.3, 1280 187 / 202, 1408 250 / 239-252, 1536
+/// 321-326 / 274-280, 2304 1052-1072 / 741-796): its level-2 half is bound by memory traffic
+/// that a second thread shares rather than adds to, and each panel synchronises the threads.
+const TRIDIAG_PARALLEL_MIN_DIM: usize = 1408;
 
 /// A symmetric matrix reduced to tridiagonal form `A = Q T Q^T`.
 #[derive(Debug)]
@@ -60,7 +69,9 @@ pub(crate) struct Tridiagonal {
 }
 
 impl Tridiagonal {
-    /// Reduces the symmetric `a` (`n x n`, `n >= 1`; only its lower triangle is read).
+    /// Reduces the symmetric `a` (`n x n`, `n >= 1`; only its lower triangle is read). `par` is
+    /// the parallelism allowed; the reduction itself takes it only from
+    /// [`TRIDIAG_PARALLEL_MIN_DIM`] up.
     pub(crate) fn new(a: MatRef<'_, f64>, par: Par) -> Self {
         let n = a.nrows();
         debug_assert!(n >= 1 && a.ncols() == n);
@@ -68,11 +79,20 @@ impl Tridiagonal {
         reduced.copy_from_triangular_lower(a);
         let bs = recommended_block_size::<f64>(n, n);
         let mut householder = Mat::<f64>::zeros(bs, n.saturating_sub(1));
-        let mut mem = MemBuffer::new(tridiag_in_place_scratch::<f64>(n, par, Default::default()));
+        let reduction_par = if n < TRIDIAG_PARALLEL_MIN_DIM {
+            Par::Seq
+        } else {
+            par
+        };
+        let mut mem = MemBuffer::new(tridiag_in_place_scratch::<f64>(
+            n,
+            reduction_par,
+            Default::default(),
+        ));
         tridiag_in_place(
             reduced.as_mut(),
             householder.as_mut(),
-            par,
+            reduction_par,
             MemStack::new(&mut mem),
             Default::default(),
         );
@@ -259,6 +279,13 @@ impl Tridiagonal {
             return;
         }
         let cols = x.ncols();
+        // `2 n^2 cols` flops: a few kept vectors are not worth a second thread (at `n = 768`,
+        // 21 columns: 0.8 ms on one, 2.0-2.9 ms on two).
+        let par = if n.saturating_mul(n).saturating_mul(cols) < PARALLEL_MIN_WORK {
+            Par::Seq
+        } else {
+            self.par
+        };
         let bs = self.householder.nrows();
         let mut mem = MemBuffer::new(
             apply_block_householder_sequence_on_the_left_in_place_scratch::<f64>(n - 1, bs, cols),
@@ -268,7 +295,7 @@ impl Tridiagonal {
             self.householder.as_ref(),
             Conj::No,
             x.as_mut().subrows_mut(1, n - 1),
-            self.par,
+            par,
             MemStack::new(&mut mem),
         );
     }
@@ -499,11 +526,20 @@ fn accurate(a: MatRef<'_, f64>, lambdas: &[f64], u: MatRef<'_, f64>) -> bool {
         .iter()
         .fold(0.0f64, |m, l| m.max(l.abs()))
         .max(f64::MIN_POSITIVE);
-    let mut au = Mat::<f64>::zeros(n, r);
-    matmul(au.as_mut(), Accum::Replace, a, u, 1.0, Par::Seq);
+    // `(A u)^T = u^T A` (`A` symmetric), with the short operand on the left: faer's product ran
+    // several times faster that way round (see `lobpcg.rs`, `times_g`).
+    let mut au_t = Mat::<f64>::zeros(r, n);
+    matmul(
+        au_t.as_mut(),
+        Accum::Replace,
+        u.transpose(),
+        a,
+        1.0,
+        Par::Seq,
+    );
     (0..r).all(|j| {
         let res2: f64 = (0..n)
-            .map(|i| (au[(i, j)] - lambdas[j] * u[(i, j)]).powi(2))
+            .map(|i| (au_t[(j, i)] - lambdas[j] * u[(i, j)]).powi(2))
             .sum();
         res2.sqrt() <= CHECK_UNITS * unit * scale
     })

@@ -45,7 +45,7 @@ const TALL_GRAM_MAX_ASPECT: usize = 2;
 
 /// Below this many `m * n * min(m, n)` flops, factorisations run on one thread: on small
 /// unfoldings (a (64,3,3,64) kernel) faer's 2-thread SVD was 1.5-2.5x slower than one thread.
-const PARALLEL_MIN_WORK: usize = 1 << 24;
+pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 24;
 
 fn parallelism(m: usize, n: usize) -> Par {
     parallelism_for_work(m.saturating_mul(n).saturating_mul(m.min(n)))
@@ -109,13 +109,27 @@ pub(crate) fn lower_gram(x: MatRef<'_, f64>, par: Par) -> Mat<f64> {
     g
 }
 
+/// Side of the square tiles in which [`gram`] mirrors its lower triangle: two 64 x 64 tiles of
+/// f64 (64 KiB) stay in L2 while one is read by rows and the other written by columns.
+const MIRROR_TILE: usize = 64;
+
 /// `A A^T (m x m)` for `A (m x n)`: [`lower_gram`], mirrored into the upper triangle (the
 /// eigenvector check and the eigenvalue routines may read either).
+///
+/// The mirror goes tile by tile: copied a column at a time, the reads of a row of the
+/// column-major lower triangle are `8 m` bytes apart, one cache line each; at `m = 768` that
+/// copy took about 6 ms of the 11 ms of the whole Gram matrix.
 pub(crate) fn gram(a: MatRef<'_, f64>, par: Par) -> Mat<f64> {
     let mut gram = lower_gram(a, par);
-    for j in 1..gram.nrows() {
-        for i in 0..j {
-            gram[(i, j)] = gram[(j, i)];
+    let m = gram.nrows();
+    for j0 in (0..m).step_by(MIRROR_TILE) {
+        for i0 in (0..=j0).step_by(MIRROR_TILE) {
+            // The tile of rows i0.., columns j0.. of the upper triangle, from its mirror.
+            for j in j0..(j0 + MIRROR_TILE).min(m) {
+                for i in i0..(i0 + MIRROR_TILE).min(j) {
+                    gram[(i, j)] = gram[(j, i)];
+                }
+            }
         }
     }
     gram
@@ -258,10 +272,7 @@ fn row_major(mat: MatRef<'_, f64>, rows: usize, cols: usize) -> Vec<f64> {
 pub(crate) fn truncated_svd(a: &[f64], m: usize, n: usize, rule: KeepRule) -> Result<Truncated> {
     debug_assert_eq!(a.len(), m * n);
     let mat = MatRef::from_row_major_slice(a, m, n);
-    if let KeepRule::Rank(r) = rule
-        && r >= m
-        && m <= n
-    {
+    if keeps_every_row(rule, m, n) {
         return identity(mat, a);
     }
     if m.min(n) >= GRAM_MIN_DIM
@@ -345,24 +356,43 @@ fn thin(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Truncated> {
     })
 }
 
-/// `A = I_m A`: nothing is truncated, so no factorisation is needed.
-fn identity(a: MatRef<'_, f64>, data: &[f64]) -> Result<Truncated> {
-    let (m, n) = (a.nrows(), a.ncols());
-    let par = parallelism(m, n);
-    // The reduction reads the lower triangle only: no mirrored copy needed.
-    let gram = lower_gram(a, par);
-    let singular_values = Tridiagonal::new(gram.as_ref(), par)
-        .eigenvalues()?
-        .iter()
-        .map(|&v| v.max(0.0).sqrt())
-        .collect();
+/// Whether `rule` keeps every row of a wide-or-square `m x n` unfolding: then `A = I_m A`, the
+/// step is [`SvdMethod::Identity`] and its carried matrix is `A` itself.
+pub(crate) fn keeps_every_row(rule: KeepRule, m: usize, n: usize) -> bool {
+    matches!(rule, KeepRule::Rank(r) if r >= m && m <= n)
+}
+
+/// The row-major `m x m` identity, the left factor of an [`SvdMethod::Identity`] step.
+pub(crate) fn identity_matrix(m: usize) -> Vec<f64> {
     let mut u = vec![0.0; m * m];
     for i in 0..m {
         u[i * m + i] = 1.0;
     }
+    u
+}
+
+/// The singular values of the row-major `m x n` matrix `a` (`m <= n`), non-increasing, as the
+/// square roots of the eigenvalues of `A A^T` (accurate to about `sqrt(m eps) sigma_0` for the
+/// smallest): what an [`SvdMethod::Identity`] step reports.
+pub(crate) fn identity_singular_values(a: &[f64], m: usize, n: usize) -> Result<Vec<f64>> {
+    let a = MatRef::from_row_major_slice(a, m, n);
+    let par = parallelism(m, n);
+    // The reduction reads the lower triangle only: no mirrored copy needed.
+    let gram = lower_gram(a, par);
+    Ok(Tridiagonal::new(gram.as_ref(), par)
+        .eigenvalues()?
+        .iter()
+        .map(|&v| v.max(0.0).sqrt())
+        .collect())
+}
+
+/// `A = I_m A`: nothing is truncated, so no factorisation is needed.
+fn identity(a: MatRef<'_, f64>, data: &[f64]) -> Result<Truncated> {
+    let m = a.nrows();
+    let singular_values = identity_singular_values(data, m, a.ncols())?;
     Ok(Truncated {
         rank: m,
-        u,
+        u: identity_matrix(m),
         carry: data.to_vec(),
         singular_values,
         discarded2: 0.0,
@@ -381,7 +411,12 @@ fn row_gram(a: MatRef<'_, f64>, rule: KeepRule) -> Result<Option<Truncated>> {
     let (m, n) = (a.nrows(), a.ncols());
     let par = parallelism(m, n);
     let gram = gram(a, par);
-    let (r, mut u, lam, discarded, method) = match lobpcg_route(gram.as_ref(), rule, par) {
+    // LOBPCG runs on one thread: its products are skinny (`m x m` by `m x l`) and alternate
+    // with small sequential steps, so on two threads the workers' wake-ups cost more than they
+    // gained (1536 x 1536, r = 24: 228-263 ms on one thread against 233-305 ms on two; the
+    // product `G W` alone, 1.8-8.6 ms on two threads inside the iteration, 1.4 ms in isolation).
+    // The other thread is free for the work `tt_svd` runs alongside (an identity step).
+    let (r, mut u, lam, discarded, method) = match lobpcg_route(gram.as_ref(), rule, Par::Seq) {
         Some((r, u, lam)) => (r, u, lam, None, SvdMethod::Lobpcg),
         None => {
             let Some((r, u, lam, discarded)) = tridiagonal_route(gram.as_ref(), rule, n, par)?

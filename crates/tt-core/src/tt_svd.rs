@@ -3,7 +3,9 @@
 use ndarray::{Array3, ArrayViewD};
 
 use crate::error::{Error, Result};
-use crate::linalg::{KeepRule, truncated_svd};
+use crate::linalg::{
+    KeepRule, SvdMethod, identity_matrix, identity_singular_values, keeps_every_row, truncated_svd,
+};
 use crate::scalar::{Scalar, times_pow2};
 use crate::tensor::TtTensor;
 use crate::truncation::{Truncation, TruncationReport};
@@ -100,14 +102,40 @@ pub fn tt_svd<T: Scalar>(
     let mut ranks = vec![1usize; order + 1];
     let mut cores = Vec::with_capacity(order);
     let mut report = TruncationReport::start(rule.requested(), norm);
-    for k in 0..order - 1 {
+    let mut k = 0;
+    while k < order - 1 {
         let m = ranks[k] * shape[k];
         let n = carry.len() / m;
-        let t = truncated_svd(&carry, m, n, rule.keep(k, m, n))?;
-        ranks[k + 1] = t.rank;
-        cores.push(core_from::<f64>(&t.u, ranks[k], shape[k], t.rank));
+        let keep = rule.keep(k, m, n);
+        if !keeps_every_row(keep, m, n) || k + 2 == order {
+            let t = truncated_svd(&carry, m, n, keep)?;
+            ranks[k + 1] = t.rank;
+            cores.push(core_from::<f64>(&t.u, ranks[k], shape[k], t.rank));
+            report.push_step(t.singular_values, t.discarded2, t.method);
+            carry = t.carry;
+            k += 1;
+            continue;
+        }
+        // Step k keeps every row: `A = I A`, so the carry goes on unchanged and step k + 1
+        // reads the same data. Only the singular values step k reports need any work (the
+        // eigenvalues of an `m x m` Gram matrix), and they run alongside step k + 1: a
+        // `'same'` TT of a 512x3x3x512 kernel spends 30-40 ms on them, in a step k + 1 whose
+        // 1536-wide LOBPCG leaves the second thread idle.
+        let (m1, n1) = (m * shape[k + 1], n / shape[k + 1]);
+        let keep1 = rule.keep(k + 1, m1, n1);
+        let (singular_values, next) = rayon::join(
+            || identity_singular_values(&carry, m, n),
+            || truncated_svd(&carry, m1, n1, keep1),
+        );
+        ranks[k + 1] = m;
+        cores.push(core_from::<f64>(&identity_matrix(m), ranks[k], shape[k], m));
+        report.push_step(singular_values?, 0.0, SvdMethod::Identity);
+        let t = next?;
+        ranks[k + 2] = t.rank;
+        cores.push(core_from::<f64>(&t.u, m, shape[k + 1], t.rank));
         report.push_step(t.singular_values, t.discarded2, t.method);
         carry = t.carry;
+        k += 2;
     }
     cores.push(core_from::<f64>(
         &carry,
@@ -218,6 +246,56 @@ mod tests {
         let (tol, rep) = tt_svd(dense.view(), &Truncation::tolerance(1e-9)).unwrap();
         assert_eq!(rep.ranks, vec![1, 3, 4, 2, 1]);
         assert_eq!(tol.ranks(), rep.ranks);
+    }
+
+    /// A step that keeps every row runs its singular values alongside the next step: the result
+    /// must be the one the steps give one after the other, each on the carry the previous one
+    /// left (ranks, cores, reported singular values, errors and methods), with the identity step
+    /// first, second (after a truncated first step) and chained (two in a row), and wide Gram-
+    /// route unfoldings after it.
+    #[test]
+    fn identity_steps_alongside_the_next_give_the_sequential_result() {
+        let cases: [(&[usize], &[usize]); 3] = [
+            (&[20, 3, 3, 20], &[1, 20, 9, 14, 1]),
+            (&[12, 5, 4, 30], &[1, 6, 30, 11, 1]),
+            (&[4, 5, 6, 40], &[1, 4, 20, 17, 1]),
+        ];
+        for (shape, ranks) in cases {
+            let dense = TtTensor::<f64>::random(shape, &[1, 4, 7, 5, 1], 1.0, 3)
+                .unwrap()
+                .to_dense()
+                .unwrap()
+                .mapv(|v| v + 1e-3 * (v * 1e4).sin());
+            let spec = Truncation::rank(RankSpec::Explicit(ranks.to_vec()));
+            let (tt, report) = tt_svd(dense.view(), &spec).unwrap();
+            assert!(
+                report.methods.contains(&SvdMethod::Identity),
+                "{shape:?}: {:?}",
+                report.methods
+            );
+            // The steps one after the other.
+            let mut carry: Vec<f64> = dense.iter().copied().collect();
+            let mut rl = 1;
+            for k in 0..shape.len() - 1 {
+                let m = rl * shape[k];
+                let n = carry.len() / m;
+                let t = truncated_svd(&carry, m, n, KeepRule::Rank(ranks[k + 1].min(m).min(n)))
+                    .unwrap();
+                assert_eq!(report.ranks[k + 1], t.rank, "{shape:?} step {k}");
+                assert_eq!(report.methods[k], t.method, "{shape:?} step {k}");
+                assert_eq!(
+                    report.singular_values[k], t.singular_values,
+                    "{shape:?} step {k}"
+                );
+                assert_eq!(report.discarded[k], t.discarded2, "{shape:?} step {k}");
+                let core = core_from::<f64>(&t.u, rl, shape[k], t.rank);
+                assert_eq!(tt.core(k), core.view(), "{shape:?} core {k}");
+                rl = t.rank;
+                carry = t.carry;
+            }
+            let last = core_from::<f64>(&carry, rl, shape[shape.len() - 1], 1);
+            assert_eq!(tt.core(shape.len() - 1), last.view(), "{shape:?} last core");
+        }
     }
 
     #[test]
