@@ -182,7 +182,10 @@ def run_conv(request):
     # case, whose figures are dropped. One warm-up pass was not always enough (a later run
     # still read 5.34 ms for that forward, against 2.06 ms in the run before), so the passes
     # go on until two in a row agree within WARM_AGREEMENT on both the factorized forward and
-    # the dense convolution, at most WARM_MAX_PASSES of them.
+    # the dense convolution, at most WARM_MAX_PASSES of them. That did not remove every slow
+    # case: in the two runs after it, both PyTorch figures of one case were again about 2x
+    # (the first case in one run, the second in the other), with no external load measured.
+    # So a slow state can also come mid-run; see docs/perf.md.
     if request["cases"]:
         warm_reps = {"warmup": 2, "min": 3, "max": 3, "budget_s": 0.0}
         previous = None
