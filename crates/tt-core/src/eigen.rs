@@ -33,7 +33,7 @@ use faer::linalg::qr::no_pivoting::factor::recommended_block_size;
 use faer::{Accum, Conj, Mat, MatRef, Par};
 
 use crate::error::{Error, Result};
-use crate::linalg::PARALLEL_MIN_WORK;
+use crate::linalg::parallelism_within;
 
 /// Solves per eigenvector. With an eigenvalue accurate to round-off one solve already amplifies
 /// its eigenvector by about `1 / eps`; the others remove what the start vector and the nearby
@@ -281,11 +281,7 @@ impl Tridiagonal {
         let cols = x.ncols();
         // `2 n^2 cols` flops: a few kept vectors are not worth a second thread (at `n = 768`,
         // 21 columns: 0.8 ms on one, 2.0-2.9 ms on two).
-        let par = if n.saturating_mul(n).saturating_mul(cols) < PARALLEL_MIN_WORK {
-            Par::Seq
-        } else {
-            self.par
-        };
+        let par = parallelism_within(self.par, n.saturating_mul(n).saturating_mul(cols));
         let bs = self.householder.nrows();
         let mut mem = MemBuffer::new(
             apply_block_householder_sequence_on_the_left_in_place_scratch::<f64>(n - 1, bs, cols),

@@ -45,7 +45,7 @@ const TALL_GRAM_MAX_ASPECT: usize = 2;
 
 /// Below this many `m * n * min(m, n)` flops, factorisations run on one thread: on small
 /// unfoldings (a (64,3,3,64) kernel) faer's 2-thread SVD was 1.5-2.5x slower than one thread.
-pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 24;
+const PARALLEL_MIN_WORK: usize = 1 << 24;
 
 fn parallelism(m: usize, n: usize) -> Par {
     parallelism_for_work(m.saturating_mul(n).saturating_mul(m.min(n)))
@@ -53,10 +53,15 @@ fn parallelism(m: usize, n: usize) -> Par {
 
 /// One thread below [`PARALLEL_MIN_WORK`] multiply-adds, faer's global parallelism above.
 fn parallelism_for_work(work: usize) -> Par {
+    parallelism_within(faer::get_global_parallelism(), work)
+}
+
+/// `par` for `work` multiply-adds, or one thread below [`PARALLEL_MIN_WORK`].
+pub(crate) fn parallelism_within(par: Par, work: usize) -> Par {
     if work < PARALLEL_MIN_WORK {
         Par::Seq
     } else {
-        faer::get_global_parallelism()
+        par
     }
 }
 
@@ -362,13 +367,21 @@ pub(crate) fn keeps_every_row(rule: KeepRule, m: usize, n: usize) -> bool {
     matches!(rule, KeepRule::Rank(r) if r >= m && m <= n)
 }
 
-/// The row-major `m x m` identity, the left factor of an [`SvdMethod::Identity`] step.
-pub(crate) fn identity_matrix(m: usize) -> Vec<f64> {
+/// The [`SvdMethod::Identity`] step of the row-major `m x n` matrix `data`, carried on as it is,
+/// with its singular values computed already ([`identity_singular_values`]).
+pub(crate) fn identity_step(data: Vec<f64>, m: usize, singular_values: Vec<f64>) -> Truncated {
     let mut u = vec![0.0; m * m];
     for i in 0..m {
         u[i * m + i] = 1.0;
     }
-    u
+    Truncated {
+        rank: m,
+        u,
+        carry: data,
+        singular_values,
+        discarded2: 0.0,
+        method: SvdMethod::Identity,
+    }
 }
 
 /// The singular values of the row-major `m x n` matrix `a` (`m <= n`), non-increasing, as the
@@ -390,14 +403,7 @@ pub(crate) fn identity_singular_values(a: &[f64], m: usize, n: usize) -> Result<
 fn identity(a: MatRef<'_, f64>, data: &[f64]) -> Result<Truncated> {
     let m = a.nrows();
     let singular_values = identity_singular_values(data, m, a.ncols())?;
-    Ok(Truncated {
-        rank: m,
-        u: identity_matrix(m),
-        carry: data.to_vec(),
-        singular_values,
-        discarded2: 0.0,
-        method: SvdMethod::Identity,
-    })
+    Ok(identity_step(data.to_vec(), m, singular_values))
 }
 
 /// The Gram route, the eigen-decomposition of `A A^T (m x m)`; `None` when its result would not

@@ -4,7 +4,7 @@ use ndarray::{Array3, ArrayViewD};
 
 use crate::error::{Error, Result};
 use crate::linalg::{
-    KeepRule, SvdMethod, identity_matrix, identity_singular_values, keeps_every_row, truncated_svd,
+    KeepRule, Truncated, identity_singular_values, identity_step, keeps_every_row, truncated_svd,
 };
 use crate::scalar::{Scalar, times_pow2};
 use crate::tensor::TtTensor;
@@ -102,40 +102,35 @@ pub fn tt_svd<T: Scalar>(
     let mut ranks = vec![1usize; order + 1];
     let mut cores = Vec::with_capacity(order);
     let mut report = TruncationReport::start(rule.requested(), norm);
-    let mut k = 0;
-    while k < order - 1 {
+    // Step k's result when it was computed alongside step k - 1.
+    let mut ready: Option<Truncated> = None;
+    for k in 0..order - 1 {
         let m = ranks[k] * shape[k];
         let n = carry.len() / m;
         let keep = rule.keep(k, m, n);
-        if !keeps_every_row(keep, m, n) || k + 2 == order {
-            let t = truncated_svd(&carry, m, n, keep)?;
-            ranks[k + 1] = t.rank;
-            cores.push(core_from::<f64>(&t.u, ranks[k], shape[k], t.rank));
-            report.push_step(t.singular_values, t.discarded2, t.method);
-            carry = t.carry;
-            k += 1;
-            continue;
-        }
-        // Step k keeps every row: `A = I A`, so the carry goes on unchanged and step k + 1
-        // reads the same data. Only the singular values step k reports need any work (the
-        // eigenvalues of an `m x m` Gram matrix), and they run alongside step k + 1: a
-        // `'same'` TT of a 512x3x3x512 kernel spends 30-40 ms on them, in a step k + 1 whose
-        // 1536-wide LOBPCG leaves the second thread idle.
-        let (m1, n1) = (m * shape[k + 1], n / shape[k + 1]);
-        let keep1 = rule.keep(k + 1, m1, n1);
-        let (singular_values, next) = rayon::join(
-            || identity_singular_values(&carry, m, n),
-            || truncated_svd(&carry, m1, n1, keep1),
-        );
-        ranks[k + 1] = m;
-        cores.push(core_from::<f64>(&identity_matrix(m), ranks[k], shape[k], m));
-        report.push_step(singular_values?, 0.0, SvdMethod::Identity);
-        let t = next?;
-        ranks[k + 2] = t.rank;
-        cores.push(core_from::<f64>(&t.u, m, shape[k + 1], t.rank));
+        let t = match ready.take() {
+            Some(t) => t,
+            // Step k keeps every row: `A = I A`, so the carry goes on unchanged and step k + 1
+            // reads the same data. Only the singular values step k reports need any work (the
+            // eigenvalues of an `m x m` Gram matrix), and they run alongside step k + 1: a
+            // `'same'` TT of a 512x3x3x512 kernel spends 30-40 ms on them, in a step k + 1
+            // whose 1536-wide LOBPCG leaves the second thread idle.
+            None if keeps_every_row(keep, m, n) && k + 2 < order => {
+                let (m1, n1) = (m * shape[k + 1], n / shape[k + 1]);
+                let keep1 = rule.keep(k + 1, m1, n1);
+                let (singular_values, next) = rayon::join(
+                    || identity_singular_values(&carry, m, n),
+                    || truncated_svd(&carry, m1, n1, keep1),
+                );
+                ready = Some(next?);
+                identity_step(std::mem::take(&mut carry), m, singular_values?)
+            }
+            None => truncated_svd(&carry, m, n, keep)?,
+        };
+        ranks[k + 1] = t.rank;
+        cores.push(core_from::<f64>(&t.u, ranks[k], shape[k], t.rank));
         report.push_step(t.singular_values, t.discarded2, t.method);
         carry = t.carry;
-        k += 2;
     }
     cores.push(core_from::<f64>(
         &carry,
